@@ -1,0 +1,92 @@
+"""Benchmark: regen-index over 10,000 projects × 3 small wheels.
+
+Prints figures; asserts nothing. Run: ``python tests/benchmarks/bench_regen.py [N]``.
+
+Compares, in the same run on the same tree:
+  plain     a loop that hashes each file and writes index.html + index.v1_json with
+            plain open().write(), no validation, no locks, then one sync() so that it
+            too ends with its files on disk;
+  full      regen-index on the fresh tree (validation, metadata, records, durable writes);
+  rerun     regen-index again with nothing changed.
+Targets (issue #2): full <= 3x plain; rerun <= 10% of full.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from conftest import write_config  # noqa: E402
+from distfactory import wheel_bytes, wheel_name  # noqa: E402
+from pypi_fallback.config import load_settings  # noqa: E402
+from pypi_fallback.regen import regenerate  # noqa: E402
+
+
+def build_tree(root: Path, projects: int) -> None:
+    for i in range(projects):
+        folder = root / "dev" / f"proj-{i}"
+        folder.mkdir(parents=True)
+        for v in ("1.0", "1.1", "2.0"):
+            (folder / wheel_name(f"proj-{i}", v)).write_bytes(wheel_bytes(f"proj-{i}", v))
+
+
+def plain_loop(src: Path, out: Path) -> None:
+    for project in sorted(os.listdir(src)):
+        files = sorted(os.listdir(src / project))
+        entries = []
+        for name in files:
+            data = (src / project / name).read_bytes()
+            entries.append((name, hashlib.sha256(data).hexdigest(), len(data)))
+        target = out / project
+        target.mkdir(parents=True, exist_ok=True)
+        links = "".join(f'<a href="{html.escape(n)}#sha256={h}">{html.escape(n)}</a><br>\n'
+                        for n, h, _ in entries)
+        (target / "index.html").write_text(f"<!DOCTYPE html><html><body>{links}</body></html>")
+        page = {"meta": {"api-version": "1.1"}, "name": project,
+                "files": [{"filename": n, "url": n, "hashes": {"sha256": h}, "size": s}
+                          for n, h, s in entries]}
+        (target / "index.v1_json").write_text(json.dumps(page))
+
+
+def main() -> None:
+    projects = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+        base = Path(tmp)
+        settings = load_settings(write_config(base))
+        t0 = time.perf_counter()
+        build_tree(settings.root, projects)
+        print(f"tree: {projects} projects x 3 wheels built in {time.perf_counter() - t0:.1f} s")
+        os.sync()
+
+        t0 = time.perf_counter()
+        plain_loop(settings.root / "dev", base / "plain")
+        os.sync()
+        plain = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        report = regenerate(settings)
+        full = time.perf_counter() - t0
+        assert report.ok and len(report.published) == 3 * projects
+        os.sync()
+
+        t0 = time.perf_counter()
+        report = regenerate(settings)
+        rerun = time.perf_counter() - t0
+        assert report.listings == 0
+
+        print(f"plain loop:           {plain:7.2f} s")
+        print(f"regen-index, full:    {full:7.2f} s  ({full / plain:.2f}x plain; target <= 3x)")
+        print(f"regen-index, rerun:   {rerun:7.2f} s  ({100 * rerun / full:.1f}% of full; "
+              f"target <= 10%)")
+
+
+if __name__ == "__main__":
+    main()

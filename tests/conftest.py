@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from pypi_fallback.config import Settings, load_settings  # noqa: E402
+
+
+def write_config(tmp: Path, extra: str = "", *, upstream: str = "http://127.0.0.1:9/simple/",
+                 repos: str | None = None) -> Path:
+    """A config with dev and stable under ``tmp``, as in DESIGN.md."""
+    (tmp / "www").mkdir(exist_ok=True)
+    (tmp / "state").mkdir(exist_ok=True)
+    (tmp / "htpasswd").touch()
+    groups = tmp / "htgroups"
+    if not groups.exists():
+        groups.write_text("developers: alice bob\nqc: carol\n")
+    repos = repos if repos is not None else (
+        '[repos.dev]\nwriters = ["developers", "qc"]\nfallback = ["stable", "upstream"]\n\n'
+        '[repos.stable]\nwriters = ["qc"]\nfallback = ["upstream"]\n'
+    )
+    text = f"""\
+[server]
+root = "{tmp / 'www'}"
+state = "{tmp / 'state'}"
+url_prefix = "/pypi"
+htpasswd = "{tmp / 'htpasswd'}"
+htgroups = "{groups}"
+max_upload_mb = 2
+
+[upstream]
+url = "{upstream}"
+timeout = 2
+
+{repos}
+{extra}
+"""
+    path = tmp / "config.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    return write_config(tmp_path)
+
+
+@pytest.fixture
+def settings(config_file: Path) -> Settings:
+    return load_settings(config_file)

@@ -1,0 +1,213 @@
+"""regen-index: files copied into a repo folder are validated and published."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from multiprocessing import get_context
+from pathlib import Path
+
+import pytest
+from distfactory import wheel_name, write_sdist, write_wheel
+from pypi_fallback.config import Settings, load_settings
+from pypi_fallback.regen import regenerate
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "regen-index"
+
+
+def listing(settings: Settings, repo: str, project: str = "") -> dict:  # type: ignore[type-arg]
+    folder = settings.root / repo / project if project else settings.root / repo
+    return json.loads((folder / "index.v1_json").read_text())
+
+
+def filenames(settings: Settings, repo: str, project: str) -> list[str]:
+    return [f["filename"] for f in listing(settings, repo, project)["files"]]
+
+
+def test_dropped_files_appear_in_both_listings(settings: Settings) -> None:
+    dev, stable = settings.root / "dev", settings.root / "stable"
+    write_wheel(dev / "acme", "acme", "2.0", requires_python=">=3.9")
+    write_sdist(stable / "acme", "acme", "1.0")
+    write_wheel(stable / "other", "other", "1.0")
+
+    report = regenerate(settings)
+
+    assert report.ok and len(report.published) == 3
+    page = listing(settings, "dev", "acme")
+    assert [f["filename"] for f in page["files"]] == ["acme-2.0-py3-none-any.whl",
+                                                      "acme-1.0.tar.gz"]
+    assert page["files"][1]["url"] == "../../stable/acme/acme-1.0.tar.gz"
+    assert page["files"][0]["requires-python"] == ">=3.9"
+    assert page["versions"] == ["1.0", "2.0"]
+    assert filenames(settings, "stable", "acme") == ["acme-1.0.tar.gz"]
+    html = (dev / "acme" / "index.html").read_text()
+    assert 'href="../../stable/acme/acme-1.0.tar.gz#sha256=' in html
+    metadata = dev / "acme" / "acme-2.0-py3-none-any.whl.metadata"
+    assert metadata.read_bytes().startswith(b"Metadata-Version")
+    assert [p["name"] for p in listing(settings, "dev")["projects"]] == ["acme", "other"]
+    assert [p["name"] for p in listing(settings, "stable")["projects"]] == ["acme", "other"]
+    assert (dev / "acme" / "index.var").read_text().startswith("URI: index.html")
+
+
+def test_invalid_files_go_to_quarantine_with_reason(settings: Settings) -> None:
+    folder = settings.root / "stable" / "acme"
+    good = write_wheel(folder, "acme", "1.0")
+    (folder / "acme-2.0-py3-none-any.whl").write_bytes(b"not a zip")
+    write_wheel(folder, "other", "1.0")  # wrong folder
+    (folder / "notes.txt").write_text("hi")
+
+    report = regenerate(settings)
+
+    assert not report.ok
+    reasons = dict(report.quarantined)
+    assert "Invalid distribution file" in reasons["stable/acme/acme-2.0-py3-none-any.whl"]
+    assert "belongs to project 'other'" in reasons["stable/acme/" + wheel_name("other", "1.0")]
+    assert "Invalid file extension" in reasons["stable/acme/notes.txt"]
+    assert filenames(settings, "stable", "acme") == [good.name]
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith("index")) == [
+        good.name, good.name + ".metadata"]
+    quarantined = sorted((settings.state / "quarantine" / "stable").iterdir())
+    assert len(quarantined) == 6  # three files, three reasons
+    reason_files = [p for p in quarantined if p.name.endswith(".reason")]
+    assert any("Invalid distribution file" in p.read_text() for p in reason_files)
+
+
+def test_second_run_rewrites_nothing_and_keeps_upload_time(settings: Settings) -> None:
+    write_wheel(settings.root / "dev" / "acme", "acme", "1.0")
+    regenerate(settings)
+    index = settings.root / "dev" / "acme" / "index.v1_json"
+    before = index.stat()
+    upload_time = listing(settings, "dev", "acme")["files"][0]["upload-time"]
+
+    report = regenerate(settings)
+
+    assert report.listings == 0 and report.published == []
+    after = index.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert listing(settings, "dev", "acme")["files"][0]["upload-time"] == upload_time
+
+
+def test_publish_into_stable_refreshes_dev_page(settings: Settings) -> None:
+    write_wheel(settings.root / "dev" / "acme", "acme", "2.0")
+    regenerate(settings)
+    write_wheel(settings.root / "stable" / "acme", "acme", "1.0")
+
+    regenerate(settings, ["stable"], ["Acme"])
+
+    assert filenames(settings, "dev", "acme") == ["acme-2.0-py3-none-any.whl",
+                                                  "acme-1.0-py3-none-any.whl"]
+
+
+def test_deleted_file_leaves_tombstone_and_name_is_never_reused(settings: Settings) -> None:
+    folder = settings.root / "dev" / "acme"
+    path = write_wheel(folder, "acme", "1.0")
+    write_wheel(folder, "acme", "1.1")
+    regenerate(settings)
+    path.unlink()
+    regenerate(settings)
+    assert filenames(settings, "dev", "acme") == ["acme-1.1-py3-none-any.whl"]
+    assert not (folder / (path.name + ".metadata")).exists()
+
+    write_wheel(folder, "acme", "1.0", payload=b"# other bytes\n")
+    report = regenerate(settings)
+
+    assert "never reused" in dict(report.quarantined)[f"dev/acme/{path.name}"]
+    assert filenames(settings, "dev", "acme") == ["acme-1.1-py3-none-any.whl"]
+
+
+def test_project_emptied_loses_its_listing(settings: Settings) -> None:
+    path = write_wheel(settings.root / "dev" / "acme", "acme", "1.0")
+    regenerate(settings)
+    path.unlink()
+    regenerate(settings)
+    assert not (settings.root / "dev" / "acme" / "index.v1_json").exists()
+    assert listing(settings, "dev")["projects"] == []
+
+
+def test_stale_temporary_files_are_cleaned(settings: Settings) -> None:
+    folder = settings.root / "dev" / "acme"
+    write_wheel(folder, "acme", "1.0")
+    leftover = folder / ".tmp-999999999-dead-acme-1.1-py3-none-any.whl"
+    leftover.write_bytes(b"half an upload")
+    report = regenerate(settings)
+    assert not leftover.exists() and str(leftover) in report.removed
+    assert filenames(settings, "dev", "acme") == ["acme-1.0-py3-none-any.whl"]
+
+
+def test_unnormalized_folder_is_quarantined_with_hint(settings: Settings) -> None:
+    write_wheel(settings.root / "stable" / "Acme_Foo", "acme-foo", "1.0")
+    report = regenerate(settings)
+    (reason,) = dict(report.quarantined).values()
+    assert "use 'acme-foo'" in reason
+
+
+def _run_regen(config: str) -> int:
+    return 0 if regenerate(load_settings(config)).ok else 1
+
+
+def test_concurrent_runs_do_not_corrupt(settings: Settings) -> None:
+    for i in range(60):
+        write_wheel(settings.root / "dev" / f"p{i}", f"p{i}", "1.0")
+        write_sdist(settings.root / "stable" / f"p{i}", f"p{i}", "0.9")
+    with get_context("fork").Pool(2) as pool:
+        results = pool.map(_run_regen, [str(settings.source)] * 4)
+    assert results == [0, 0, 0, 0]
+    for i in range(60):
+        assert filenames(settings, "dev", f"p{i}") == [f"p{i}-1.0-py3-none-any.whl",
+                                                       f"p{i}-0.9.tar.gz"]
+    leftovers = [p for p in settings.root.rglob(".tmp-*")]
+    assert leftovers == []
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+def test_cli_exit_codes(settings: Settings) -> None:
+    write_wheel(settings.root / "dev" / "acme", "acme", "1.0")
+    ok = run_cli("--config", str(settings.source))
+    assert ok.returncode == 0, ok.stderr
+    assert "published dev/acme/acme-1.0-py3-none-any.whl" in ok.stdout
+
+    (settings.root / "dev" / "acme" / "acme-2.0.tar.gz").write_bytes(b"junk")
+    partly = run_cli(env={"PYPI_FALLBACK_CONFIG": str(settings.source)})
+    assert partly.returncode == 1
+    assert "quarantined dev/acme/acme-2.0.tar.gz: Invalid distribution file" in partly.stderr
+
+    usage = run_cli("--config", str(settings.source), "--repo", "qa")
+    assert usage.returncode == 2
+    assert usage.stderr.strip().startswith("regen-index: --repo 'qa': no such repository")
+    assert "Traceback" not in usage.stderr
+
+    bad = run_cli("--config", "/nonexistent.toml")
+    assert bad.returncode == 2 and "config file not found" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("repo", "spec", "expected"),
+    [
+        ("dev", "acme", "acme-2.0-py3-none-any.whl"),
+        ("dev", "acme==1.0", "acme-1.0-py3-none-any.whl"),  # stable's file, linked from dev
+        ("stable", "acme", "acme-1.0-py3-none-any.whl"),
+    ],
+)
+def test_pip_downloads_from_regenerated_tree(settings: Settings, tmp_path: Path, repo: str,
+                                             spec: str, expected: str) -> None:
+    write_wheel(settings.root / "stable" / "acme", "acme", "1.0")
+    write_wheel(settings.root / "dev" / "acme", "acme", "2.0")
+    regenerate(settings)
+    out = tmp_path / "downloads"
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "",
+           "PIP_NO_INPUT": "1"}
+    env.pop("PIP_INDEX_URL", None)
+    env.pop("PIP_EXTRA_INDEX_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "-d", str(out),
+         "--index-url", (settings.root / repo).as_uri() + "/", spec],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [p.name for p in out.iterdir()] == [expected]

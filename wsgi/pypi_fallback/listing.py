@@ -1,0 +1,143 @@
+"""Listings as data: the PEP 691 shape, built once and rendered as HTML and JSON.
+
+Pure functions from values to values; ``storage`` writes what ``render_*`` return.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from packaging.version import InvalidVersion, Version
+
+from .names import NormalizedName
+
+API_VERSION = "1.1"
+HTML_TYPE = "application/vnd.pypi.simple.v1+html"
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One distribution file as a listing shows it."""
+
+    filename: str
+    url: str
+    sha256: str
+    size: int
+    version: str
+    upload_time: str | None = None
+    requires_python: str | None = None
+    metadata_sha256: str | None = None
+    yanked: bool | str = False
+
+    @classmethod
+    def from_record(cls, filename: str, rec: Mapping[str, Any], url: str) -> FileEntry:
+        return cls(
+            filename=filename,
+            url=url,
+            sha256=rec["sha256"],
+            size=rec["size"],
+            version=rec["version"],
+            upload_time=rec.get("upload_time"),
+            requires_python=rec.get("requires_python"),
+            metadata_sha256=rec.get("metadata_sha256"),
+            yanked=rec.get("yanked", False),
+        )
+
+
+def _version_key(version: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
+
+
+def merge_files(layers: Iterable[Sequence[FileEntry]]) -> list[FileEntry]:
+    """Merge file lists nearest first; the nearest layer wins on the same filename."""
+    seen: set[str] = set()
+    merged: list[FileEntry] = []
+    for layer in layers:
+        for entry in sorted(layer, key=lambda e: (_version_key(e.version), e.filename)):
+            if entry.filename not in seen:
+                seen.add(entry.filename)
+                merged.append(entry)
+    return merged
+
+
+def build_project_page(
+    project: NormalizedName, files: Sequence[FileEntry], tracks: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The PEP 691 (API 1.1, PEP 700) project detail, as a dict ready for ``json.dumps``."""
+    meta: dict[str, Any] = {"api-version": API_VERSION}
+    if tracks:
+        meta["tracks"] = list(tracks)
+    versions = sorted({f.version for f in files}, key=_version_key)
+    return {
+        "meta": meta,
+        "name": project,
+        "versions": versions,
+        "files": [_file_dict(f) for f in files],
+    }
+
+
+def _file_dict(f: FileEntry) -> dict[str, Any]:
+    metadata: dict[str, str] | bool = {"sha256": f.metadata_sha256} if f.metadata_sha256 else False
+    d: dict[str, Any] = {
+        "filename": f.filename,
+        "url": f.url,
+        "hashes": {"sha256": f.sha256},
+        "requires-python": f.requires_python,
+        "core-metadata": metadata,
+        "dist-info-metadata": metadata,
+        "yanked": f.yanked,
+        "size": f.size,
+    }
+    if f.upload_time:
+        d["upload-time"] = f.upload_time
+    return d
+
+
+def build_root_page(projects: Iterable[str]) -> dict[str, Any]:
+    return {
+        "meta": {"api-version": API_VERSION},
+        "projects": [{"name": p} for p in sorted(set(projects))],
+    }
+
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("pypi_fallback", "templates"),
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def render_json(page: Mapping[str, Any]) -> bytes:
+    return json.dumps(page, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def render_project_html(page: Mapping[str, Any]) -> bytes:
+    return _env.get_template("project.html").render(page=page).encode("utf-8")
+
+
+def render_root_html(page: Mapping[str, Any]) -> bytes:
+    # A root listing can hold 100,000 names: join escaped lines instead of a template loop.
+    from markupsafe import escape
+
+    names = (escape(p["name"]) for p in page["projects"])
+    links = "".join(f'    <a href="{n}/">{n}</a><br>\n' for n in names)
+    head = _env.get_template("root.html").render(api_version=page["meta"]["api-version"])
+    return head.replace("<!-- links -->\n", links).encode("utf-8")
+
+
+TYPE_MAP = (
+    "URI: index.html\nContent-Type: text/html; qs=1.0\n\n"
+    f"URI: index.html\nContent-Type: {HTML_TYPE}; qs=0.99\n\n"
+    f"URI: index.v1_json\nContent-Type: {JSON_TYPE}; qs=0.98\n"
+).encode()

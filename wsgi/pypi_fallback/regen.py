@@ -1,0 +1,354 @@
+"""Regeneration: from the files on disk to published listings.
+
+``scan_project`` validates what is in a project folder (files copied in with scp
+included) and keeps its record; ``render_project`` writes the listings of a
+project for every repo that shows it. Uploads and ``regen-index`` share both,
+under the same per-project lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .archive import inspect_dist
+from .config import Settings
+from .errors import InvalidArchive, InvalidFilename, MetadataMismatch
+from .listing import (
+    TYPE_MAP,
+    FileEntry,
+    build_project_page,
+    build_root_page,
+    merge_files,
+    render_json,
+    render_project_html,
+    render_root_html,
+)
+from .names import NormalizedName, canonicalize_name, is_normalized_name, parse_dist_filename
+from .storage import (
+    LISTING_FILES,
+    Batch,
+    Tree,
+    Writer,
+    dump_record,
+    is_stale_tmp,
+    load_record,
+    locked,
+    quarantine,
+    sha256_file,
+    utc_timestamp,
+)
+
+Records = dict[tuple[str, str], dict[str, Any]]
+
+
+@dataclass
+class Report:
+    """What a regeneration did, for the operator and the exit code."""
+
+    published: list[str] = field(default_factory=list)
+    quarantined: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    removed: list[str] = field(default_factory=list)
+    listings: int = 0
+    projects: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.quarantined
+
+    def merge(self, other: Report) -> None:
+        self.published += other.published
+        self.quarantined += other.quarantined
+        self.removed += other.removed
+        self.listings += other.listings
+        self.projects += other.projects
+
+
+def file_record(path: Path, sha256: str, version: str, requires_python: str | None,
+                metadata_sha256: str | None, upload_time: str) -> dict[str, Any]:
+    st = path.stat()
+    return {
+        "sha256": sha256,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "version": version,
+        "requires_python": requires_python,
+        "metadata_sha256": metadata_sha256,
+        "upload_time": upload_time,
+        "yanked": False,
+    }
+
+
+def scan_project(tree: Tree, repo: str, project: NormalizedName, record: dict[str, Any],
+                 writer: Writer, report: Report) -> bool:
+    """Bring ``record`` in line with the project folder; return whether it changed.
+
+    New or changed files are validated; invalid ones go to quarantine with a reason.
+    Files gone from disk become tombstones: their names are never reused.
+    """
+    folder = tree.project_dir(repo, project)
+    files: dict[str, Any] = record["files"]
+    changed = False
+    present: set[str] = set()
+    metadata_files: list[str] = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        entries = []
+    for entry in entries:
+        name = entry.name
+        if name.startswith("."):
+            if is_stale_tmp(entry, now):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                report.removed.append(entry.path)
+            continue
+        if name in LISTING_FILES:
+            continue
+        if name.endswith(".metadata"):
+            metadata_files.append(name)
+            continue
+        path = Path(entry.path)
+        if not entry.is_file(follow_symlinks=False):
+            _reject(tree, repo, path, f"{name!r} is not a regular file", report)
+            continue
+        st = entry.stat(follow_symlinks=False)
+        known = files.get(name)
+        if known and known["size"] == st.st_size and known["mtime_ns"] == st.st_mtime_ns:
+            present.add(name)
+            continue
+        try:
+            rec = _validate_new_file(tree, repo, project, path, known, record, writer)
+        except (InvalidFilename, InvalidArchive, MetadataMismatch) as exc:
+            _reject(tree, repo, path, str(exc), report)
+            if known:
+                _tombstone(record, name, "replaced on disk by other bytes")
+                changed = True
+            continue
+        files[name] = rec
+        present.add(name)
+        changed = True
+        if not known:
+            report.published.append(f"{repo}/{project}/{name}")
+    for name in [n for n in files if n not in present]:
+        _tombstone(record, name, "deleted from disk")
+        changed = True
+    for name in metadata_files:
+        dist_name = name[: -len(".metadata")]
+        if dist_name not in files:
+            writer.remove(folder / name)
+    return changed
+
+
+def _reject(tree: Tree, repo: str, path: Path, reason: str, report: Report) -> None:
+    target = quarantine(tree, repo, path, reason)
+    report.quarantined.append((f"{repo}/{path.parent.name}/{path.name}", f"{reason} -> {target}"))
+
+
+def _tombstone(record: dict[str, Any], name: str, why: str) -> None:
+    old = record["files"].pop(name)
+    record["tombstones"][name] = {"sha256": old["sha256"], "time": utc_timestamp(), "why": why}
+
+
+def _validate_new_file(tree: Tree, repo: str, project: NormalizedName, path: Path,
+                       known: dict[str, Any] | None, record: dict[str, Any],
+                       writer: Writer) -> dict[str, Any]:
+    dist = parse_dist_filename(path.name)
+    if dist.project != project:
+        raise InvalidFilename(
+            f"{path.name!r} belongs to project {dist.project!r}, not in folder {project!r}"
+        )
+    sha256 = sha256_file(path)
+    if known:
+        if known["sha256"] != sha256:
+            raise InvalidFilename(f"{path.name!r} was published with other bytes; never replaced")
+        return {**known, "size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns}
+    if path.name in record["tombstones"]:
+        raise InvalidFilename(f"{path.name!r} was removed before; a filename is never reused")
+    meta = inspect_dist(path, dist)
+    metadata_sha256 = None
+    if dist.kind == "wheel":
+        writer.write(path.with_name(path.name + ".metadata"), meta.raw)
+        metadata_sha256 = hashlib.sha256(meta.raw).hexdigest()
+    upload_time = utc_timestamp(path.stat().st_mtime)
+    return file_record(path, sha256, str(dist.version), meta.requires_python,
+                       metadata_sha256, upload_time)
+
+
+def file_url(viewer: str, holder: str, project: str, filename: str) -> str:
+    """A link relative to ``<prefix>/<viewer>/<project>/`` to a file held by ``holder``."""
+    return filename if viewer == holder else f"../../{holder}/{project}/{filename}"
+
+
+def render_project(settings: Settings, tree: Tree, project: NormalizedName,
+                   repos: Iterable[str], records: Records, writer: Writer,
+                   report: Report) -> set[str]:
+    """Write the listings of ``project`` in each of ``repos``; return the repos whose
+    set of projects changed (the project appeared or disappeared there)."""
+    roots_changed: set[str] = set()
+    for repo in repos:
+        record = _record(tree, repo, project, records)
+        folder = tree.project_dir(repo, project)
+        if not record["files"]:
+            if (folder / "index.v1_json").exists():
+                for name in LISTING_FILES:
+                    writer.remove(folder / name)
+                roots_changed.add(repo)
+            if record.pop("listing", None) is not None:
+                writer.write(tree.record_path(repo, project), dump_record(record))
+            continue
+        layers = []
+        for holder in settings.chain(repo):
+            files = _record(tree, holder, project, records)["files"]
+            layers.append([FileEntry.from_record(n, r, file_url(repo, holder, project, n))
+                           for n, r in files.items()])
+        page = build_project_page(project, merge_files(layers))
+        body = render_json(page)
+        fingerprint = hashlib.sha256(body).hexdigest()
+        if record.get("listing") == fingerprint and (folder / "index.v1_json").exists():
+            continue
+        if not (folder / "index.v1_json").exists():
+            roots_changed.add(repo)
+        writer.write(folder / "index.v1_json", body)
+        writer.write(folder / "index.html", render_project_html(page))
+        if not (folder / "index.var").exists():
+            writer.write(folder / "index.var", TYPE_MAP)
+        record["listing"] = fingerprint
+        writer.write(tree.record_path(repo, project), dump_record(record))
+        report.listings += 1
+    return roots_changed
+
+
+def _record(tree: Tree, repo: str, project: NormalizedName, records: Records) -> dict[str, Any]:
+    key = (repo, project)
+    if key not in records:
+        records[key] = load_record(tree, repo, project)
+    return records[key]
+
+
+def render_root(settings: Settings, tree: Tree, repo: str, writer: Writer) -> bool:
+    """Rewrite a repo's root listing if its set of projects changed."""
+    names: set[str] = set()
+    for holder in settings.chain(repo):
+        folder = tree.repo_dir(holder)
+        names.update(p for p in tree.projects_on_disk(holder)
+                     if (folder / p / "index.v1_json").exists())
+    page = build_root_page(names)
+    body = render_json(page)
+    folder = tree.repo_dir(repo)
+    try:
+        if (folder / "index.v1_json").read_bytes() == body:
+            return False
+    except FileNotFoundError:
+        pass
+    writer.write(folder / "index.v1_json", body)
+    writer.write(folder / "index.html", render_root_html(page))
+    if not (folder / "index.var").exists():
+        writer.write(folder / "index.var", TYPE_MAP)
+    return True
+
+
+Progress = Callable[[int, int], None]
+
+
+def regenerate(settings: Settings, repos: Sequence[str] | None = None,
+               names: Sequence[str] = (), progress: Progress | None = None,
+               batch_size: int = 200) -> Report:
+    """Rebuild listings from disk: the whole of ``repos`` (all by default), or only ``names``."""
+    tree = Tree.of(settings)
+    scan_repos = list(repos or settings.repos)
+    render_repos: list[str] = []
+    for repo in scan_repos:
+        render_repos += [r for r in settings.dependents(repo) if r not in render_repos]
+    report = Report()
+    projects = _projects_to_visit(tree, scan_repos, render_repos, names, report)
+    roots: set[str] = set()
+    for start in range(0, len(projects), batch_size):
+        chunk = projects[start:start + batch_size]
+        writer = Batch(settings.root)
+        with contextlib.ExitStack() as stack:
+            for project in chunk:
+                stack.enter_context(locked(tree, project))
+                records: Records = {}
+                for repo in scan_repos:
+                    record = _record(tree, repo, project, records)
+                    if scan_project(tree, repo, project, record, writer, report):
+                        writer.write(tree.record_path(repo, project), dump_record(record))
+                roots |= render_project(settings, tree, project, render_repos, records,
+                                        writer, report)
+            writer.flush()
+        report.projects += len(chunk)
+        if progress:
+            progress(start + len(chunk), len(projects))
+    for repo in render_repos:
+        if roots & set(settings.dependents(repo)) or not names:
+            with locked(tree, f"+root-{repo}"):
+                render_root(settings, tree, repo, Writer())
+    for repo in scan_repos:
+        _clean_repo_folder(tree, repo, report)
+    write_status(tree, report)
+    return report
+
+
+def _projects_to_visit(tree: Tree, scan_repos: Sequence[str], render_repos: Sequence[str],
+                       names: Sequence[str], report: Report) -> list[NormalizedName]:
+    if names:
+        return sorted({canonicalize_name(n) for n in names})
+    found: set[NormalizedName] = set()
+    for repo in render_repos:
+        for folder in tree.projects_on_disk(repo):
+            if is_normalized_name(folder):
+                found.add(NormalizedName(folder))
+            elif repo in scan_repos:
+                _reject_folder(tree, repo, folder, report)
+        records = tree.state / "records" / repo
+        if records.is_dir():
+            found.update(NormalizedName(p.name[:-5]) for p in records.iterdir()
+                         if p.name.endswith(".json") and is_normalized_name(p.name[:-5]))
+    return sorted(found)
+
+
+def _reject_folder(tree: Tree, repo: str, folder: str, report: Report) -> None:
+    """A folder whose name is not a normalized project name: its files go to quarantine."""
+    path = tree.repo_dir(repo) / folder
+    hint = canonicalize_name(folder)
+    for entry in os.scandir(path):
+        if entry.is_file(follow_symlinks=False) and not entry.name.startswith("."):
+            _reject(tree, repo, Path(entry.path),
+                    f"folder {folder!r} is not a normalized project name; use {hint!r}", report)
+
+
+def _clean_repo_folder(tree: Tree, repo: str, report: Report) -> None:
+    """Loose files in a repo folder are not published: they go to quarantine."""
+    folder = tree.repo_dir(repo)
+    if not folder.is_dir():
+        return
+    for entry in os.scandir(folder):
+        if entry.name.startswith(".") or entry.name in LISTING_FILES or entry.is_dir():
+            continue
+        _reject(tree, repo, Path(entry.path),
+                f"files belong in {repo}/<project>/, not in {repo}/", report)
+
+
+def write_status(tree: Tree, report: Report) -> None:
+    import json
+
+    body = {"last_regeneration": utc_timestamp(), "projects": report.projects,
+            "quarantined": len(report.quarantined)}
+    Writer().write(tree.status_path, json.dumps(body).encode())
+
+
+def terminal_progress(done: int, total: int) -> None:
+    """A progress line on a terminal, redrawn in place; nothing when piped."""
+    if sys.stderr.isatty():
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\rregen-index: {done}/{total} projects{end}")
+        sys.stderr.flush()

@@ -1,0 +1,302 @@
+"""The one module that touches the served tree and the state folder.
+
+Every write is a temporary file in the target folder (a dotfile, never served
+nor listed), made durable, then renamed or linked into place, then the folder
+made durable. ``Writer`` does that one file at a time (fsync each); ``Batch``
+does it for many files with one ``syncfs`` before the renames and one after,
+which is as durable and much faster for a full regeneration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Settings
+from .names import NormalizedName
+
+TMP_PREFIX = ".tmp-"
+STALE_TMP_SECONDS = 6 * 3600
+LISTING_FILES = ("index.html", "index.v1_json", "index.var")
+UPSTREAM_DIR = "+upstream"
+
+
+def tmp_path(final: Path) -> Path:
+    """A temporary name beside ``final``: a dotfile carrying the writer's pid."""
+    return final.with_name(f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{final.name}"[:250])
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_tmp(final: Path, data: bytes, durable: bool) -> Path:
+    tmp = tmp_path(final)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            f.write(data)
+        if durable:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    return tmp
+
+
+class Writer:
+    """Writes one file at a time, each made durable before and after its rename."""
+
+    def write(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _write_tmp(path, data, durable=True)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        fsync_dir(path.parent)
+
+    def remove(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            fsync_dir(path.parent)
+
+    def flush(self) -> None:
+        """Nothing is pending: every write was durable when it returned."""
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+def syncfs(path: Path) -> None:
+    """Flush every dirty page of the filesystem holding ``path`` (Linux ``syncfs``)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Batch(Writer):
+    """Writes many files durably with two ``syncfs`` calls instead of two fsyncs a file.
+
+    Temporary files are written at once; ``flush`` syncs them, renames them into
+    place, and syncs again. Callers hold the locks of what they wrote until then.
+    """
+
+    anchor: Path
+    pending: list[tuple[Path, Path | None]] = field(default_factory=list)
+
+    def write(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.pending.append((_write_tmp(path, data, durable=False), path))
+
+    def remove(self, path: Path) -> None:
+        self.pending.append((path, None))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        try:
+            syncfs(self.anchor)
+            for tmp, final in self.pending:
+                if final is None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
+                else:
+                    os.replace(tmp, final)
+            syncfs(self.anchor)
+        finally:
+            for tmp, final in self.pending:
+                if final is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
+            self.pending.clear()
+
+
+def link_new(tmp: Path, final: Path) -> bool:
+    """Publish ``tmp`` as ``final`` unless ``final`` exists; return whether it was published.
+
+    ``tmp`` must already be durable. The folder is made durable afterwards.
+    """
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        return False
+    fsync_dir(final.parent)
+    return True
+
+
+def is_stale_tmp(entry: os.DirEntry[str], now: float) -> bool:
+    """A leftover temporary file: its writer is gone, or it is very old."""
+    if not entry.name.startswith(TMP_PREFIX):
+        return False
+    pid_text = entry.name[len(TMP_PREFIX):].split("-", 1)[0]
+    try:
+        pid = int(pid_text)
+        if pid != os.getpid():
+            os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return True
+    except PermissionError:
+        pass
+    try:
+        return now - entry.stat(follow_symlinks=False).st_mtime > STALE_TMP_SECONDS
+    except FileNotFoundError:
+        return False
+
+
+def sha256_file(path: Path, chunk: int = 1024 * 1024) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- layout ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tree:
+    """Where things live, for one configuration."""
+
+    root: Path
+    state: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> Tree:
+        return cls(settings.root, settings.state)
+
+    def repo_dir(self, repo: str) -> Path:
+        return self.root / repo
+
+    def project_dir(self, repo: str, project: NormalizedName) -> Path:
+        return self.root / repo / project
+
+    def record_path(self, repo: str, project: NormalizedName) -> Path:
+        return self.state / "records" / repo / f"{project}.json"
+
+    def lock_path(self, name: str) -> Path:
+        return self.state / "locks" / f"{name}.lock"
+
+    def quarantine_dir(self, repo: str) -> Path:
+        return self.state / "quarantine" / repo
+
+    @property
+    def audit_log(self) -> Path:
+        return self.state / "audit.jsonl"
+
+    @property
+    def status_path(self) -> Path:
+        return self.state / "status.json"
+
+    def projects_on_disk(self, repo: str) -> list[str]:
+        """Folder names in a repo (not yet validated), skipping dotfiles and listings."""
+        try:
+            with os.scandir(self.repo_dir(repo)) as it:
+                return sorted(e.name for e in it if not e.name.startswith(".")
+                              and e.name not in LISTING_FILES and e.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            return []
+
+
+@contextlib.contextmanager
+def locked(tree: Tree, name: str) -> Iterator[None]:
+    """An exclusive lock shared by uploads and regen-index (one per project)."""
+    path = tree.lock_path(name)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+# -- records: what was published, with what hash, when ---------------------------------------
+
+
+def load_record(tree: Tree, repo: str, project: NormalizedName) -> dict[str, Any]:
+    """The state kept for one project in one repo: its files and its tombstones."""
+    try:
+        with open(tree.record_path(repo, project), "rb") as f:
+            data: dict[str, Any] = json.load(f)
+    except FileNotFoundError:
+        data = {}
+    data.setdefault("files", {})
+    data.setdefault("tombstones", {})
+    return data
+
+
+def dump_record(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+
+
+# -- audit and quarantine -----------------------------------------------------------------------
+
+
+def append_audit(tree: Tree, entry: dict[str, Any]) -> None:
+    """Append one JSON line to the audit log, durably, under an append lock."""
+    line = (json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    fd = os.open(tree.audit_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def quarantine(tree: Tree, repo: str, path: Path, reason: str) -> Path:
+    """Move a file out of the served tree, with a note saying why."""
+    qdir = tree.quarantine_dir(repo)
+    qdir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = qdir / f"{stamp}-{secrets.token_hex(3)}-{path.name}"
+    Writer().write(target.with_name(target.name + ".reason"), (reason + "\n").encode())
+    try:
+        os.rename(path, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        import shutil
+
+        shutil.move(str(path), target)
+    fsync_dir(qdir)
+    fsync_dir(path.parent)
+    return target
+
+
+def utc_timestamp(seconds: float | None = None) -> str:
+    """PEP 700 upload-time form: ``yyyy-mm-ddThh:mm:ss.ffffffZ``."""
+    t = time.time() if seconds is None else seconds
+    micro = int(round((t % 1) * 1_000_000)) % 1_000_000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{micro:06d}Z"
