@@ -11,7 +11,7 @@ import io
 import tarfile
 import zipfile
 from dataclasses import dataclass
-from email.parser import BytesParser
+from email.parser import Parser
 from email.policy import compat32
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -73,7 +73,7 @@ def check_metadata_matches(meta: CoreMetadata, dist: Dist) -> None:
 
 def parse_metadata(raw: bytes, where: str) -> CoreMetadata:
     """Read the few fields a listing needs from core metadata (RFC 822 form)."""
-    msg = BytesParser(policy=compat32).parsebytes(raw, headersonly=True)
+    msg = Parser(policy=compat32).parsestr(raw.decode("utf-8", "replace"), headersonly=True)
     name, version = msg.get("Name"), msg.get("Version")
     if not name or not version:
         raise InvalidArchive(f"{where} has no Name or Version")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,11 @@ class Settings:
     def dependents(self, repo: str) -> tuple[str, ...]:
         """Every repo whose listings include ``repo``'s files (``repo`` itself first)."""
         return (repo,) + tuple(r for r in self.repos if r != repo and repo in self.chain(r))
+
+    def viewers(self, repos: Iterable[str]) -> tuple[str, ...]:
+        """Every repo whose root listing shows projects of any of ``repos``."""
+        wanted = set(repos)
+        return tuple(r for r in self.repos if wanted & set(self.chain(r)))
 
 
 # key -> (type(s), default); a default of ... means required

@@ -57,3 +57,7 @@ class NotFound(PyPIFallbackError):
 
 class Gone(PyPIFallbackError):
     """An API that no longer exists (``submit``, ``doc_upload``)."""
+
+
+class MethodNotAllowed(PyPIFallbackError):
+    """An HTTP method the endpoint does not take."""

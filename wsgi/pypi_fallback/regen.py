@@ -288,10 +288,9 @@ def regenerate(settings: Settings, repos: Sequence[str] | None = None,
         report.projects += len(chunk)
         if progress:
             progress(start + len(chunk), len(projects))
-    for repo in render_repos:
-        if roots & set(settings.dependents(repo)) or not names:
-            with locked(tree, f"+root-{repo}"):
-                render_root(settings, tree, repo, Writer())
+    for repo in render_repos if not names else settings.viewers(roots):
+        with locked(tree, f"+root-{repo}"):
+            render_root(settings, tree, repo, Writer())
     for repo in scan_repos:
         _clean_repo_folder(tree, repo, report)
     write_status(tree, report)

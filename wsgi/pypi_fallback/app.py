@@ -1,0 +1,144 @@
+"""The WSGI app: the one module that knows HTTP.
+
+Apache serves every read from disk; this app takes uploads (the legacy API that
+twine speaks) and answers the health check. Domain errors become HTTP answers in
+one table, with the reason in the status line (twine prints it) and the body.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from typing import Any
+
+from webob import Request, Response
+
+from .auth import GroupFile
+from .config import Settings
+from .errors import (
+    BadRequest,
+    DigestMismatch,
+    FileExists,
+    Forbidden,
+    Gone,
+    InvalidArchive,
+    InvalidFilename,
+    MetadataMismatch,
+    MethodNotAllowed,
+    NotFound,
+    PyPIFallbackError,
+    TooLarge,
+    Unauthorized,
+)
+from .storage import Tree
+from .upload import check_form, receive_upload
+
+STATUS: dict[type[PyPIFallbackError], int] = {
+    BadRequest: 400,
+    InvalidFilename: 400,
+    InvalidArchive: 400,
+    MetadataMismatch: 400,
+    DigestMismatch: 400,
+    FileExists: 400,
+    TooLarge: 413,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    MethodNotAllowed: 405,
+    Gone: 410,
+}
+FORM_OVERHEAD = 16 * 1024 * 1024  # room for the metadata fields (a long description)
+
+
+def error_response(status: int, reason: str) -> Response:
+    """A plain-text error whose reason is also the status line's phrase."""
+    phrase = " ".join(reason.split())  # no CR/LF or tabs in a header
+    phrase = phrase.encode("latin-1", "replace").decode("latin-1")[:300]
+    resp = Response(status=f"{status} {phrase}", content_type="text/plain", charset="utf-8")
+    resp.text = reason + "\n"
+    if status == 401:
+        resp.www_authenticate = ("Basic", {"realm": "pypi-fallback"})
+    if status == 405:
+        resp.allow = ("POST",)
+    return resp
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.groups = GroupFile(settings.htgroups)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        request = Request(environ)
+        try:
+            response = self.route(request)
+        except PyPIFallbackError as exc:
+            response = error_response(STATUS.get(type(exc), 400), str(exc))
+        return response(environ, start_response)  # type: ignore[no-any-return]
+
+    def route(self, request: Request) -> Response:
+        prefix = self.settings.url_prefix + "/"
+        path = request.script_name + request.path_info
+        if not path.startswith(prefix):
+            raise NotFound(f"Not found: {path!r}")
+        rest = path[len(prefix):]
+        if rest == "+health":
+            return self.health()
+        repo_name = rest[:-1] if rest.endswith("/") else rest
+        if "/" in repo_name or repo_name not in self.settings.repos:
+            raise NotFound(f"No such repository: {repo_name!r}")
+        if request.method != "POST":
+            raise MethodNotAllowed(f"Method {request.method} not allowed here; upload with POST")
+        return self.upload(request, repo_name)
+
+    def upload(self, request: Request, repo_name: str) -> Response:
+        user = request.environ.get("REMOTE_USER")
+        if not user:
+            raise Unauthorized("Authentication required to upload")
+        repo = self.settings.repos[repo_name]
+        if not self.groups.is_member(user, repo.writers):
+            raise Forbidden(f"User {user!r} may not upload to {repo_name!r}")
+        limit = self.settings.max_upload_bytes
+        if request.content_length is None:
+            raise BadRequest("Content-Length required")
+        if request.content_length > limit + FORM_OVERHEAD:
+            raise TooLarge(f"Upload too large: over the limit of {self.settings.max_upload_mb} MB")
+        form = request.POST
+        content = form.get("content")
+        filename = getattr(content, "filename", None)
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        upload = check_form(fields, filename)
+        outcome = receive_upload(self.settings, repo_name, upload, content.file, user,
+                                 request.remote_addr)
+        resp = Response(content_type="text/plain", charset="utf-8")
+        if outcome.status == "exists":
+            resp.text = f"{outcome.dist.filename} is already there with the same contents\n"
+        else:
+            resp.text = f"{outcome.dist.filename} uploaded to {repo_name}\n"
+        return resp
+
+    def health(self) -> Response:
+        tree = Tree.of(self.settings)
+        free = shutil.disk_usage(self.settings.root).free
+        try:
+            status = json.loads(tree.status_path.read_text())
+        except (OSError, ValueError):
+            status = {}
+        body = {
+            "ok": os.access(self.settings.root, os.W_OK) and os.access(self.settings.state,
+                                                                      os.W_OK),
+            "disk_free_bytes": free,
+            "upstream_reachable": None,
+            "last_regeneration": status.get("last_regeneration"),
+        }
+        resp = Response(json_body=body)
+        resp.cache_control = "no-store"
+        if not body["ok"]:
+            resp.status = 503
+        return resp
+
+
+def make_app(settings: Settings) -> App:
+    return App(settings)

@@ -1,0 +1,204 @@
+"""The legacy upload API's rules, with no HTTP in sight.
+
+``receive_upload`` checks the form, streams the file into a temporary file in its
+project folder while hashing it, validates it, and publishes it with no-overwrite
+semantics under the project lock; any rejection leaves the disk as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal
+
+from packaging.version import InvalidVersion, Version
+
+from .archive import inspect_dist
+from .config import Settings
+from .errors import (
+    BadRequest,
+    DigestMismatch,
+    FileExists,
+    Gone,
+    MetadataMismatch,
+    TooLarge,
+)
+from .names import Dist, canonicalize_name, parse_dist_filename
+from .regen import Records, Report, file_record, render_project, render_root
+from .storage import (
+    Tree,
+    Writer,
+    append_audit,
+    dump_record,
+    link_new,
+    load_record,
+    locked,
+    tmp_path,
+    utc_timestamp,
+)
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What the form says, checked for shape."""
+
+    dist: Dist
+    sha256: str | None
+    blake2_256: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Literal["created", "exists"]
+    dist: Dist
+    sha256: str
+    size: int
+
+
+def check_form(fields: Mapping[str, str], filename: str | None) -> Upload:
+    """Validate the non-file fields the way twine sends them."""
+    action = fields.get(":action", "")
+    if action in ("submit", "doc_upload"):
+        raise Gone(f"Action {action!r} is no longer supported; upload files with twine")
+    if action != "file_upload":
+        raise BadRequest(f"Unknown or missing :action {action!r}")
+    if fields.get("protocol_version", "1") != "1":
+        raise BadRequest(f"Unknown protocol_version {fields.get('protocol_version')!r}")
+    if not filename:
+        raise BadRequest("Missing file in 'content'")
+    dist = parse_dist_filename(filename)
+    name, version = fields.get("name", ""), fields.get("version", "")
+    if not name or not version:
+        raise BadRequest("Missing 'name' or 'version' field")
+    if canonicalize_name(name) != dist.project:
+        raise MetadataMismatch(
+            f"Name {name!r} in the form does not match filename {filename!r}"
+        )
+    try:
+        if Version(version) != dist.version:
+            raise MetadataMismatch(
+                f"Version {version!r} in the form does not match filename {filename!r}"
+            )
+    except InvalidVersion:
+        raise MetadataMismatch(f"Invalid version {version!r} in the form") from None
+    filetype = fields.get("filetype")
+    if filetype and filetype != dist.packagetype:
+        raise BadRequest(f"filetype {filetype!r} does not match filename {filename!r}")
+    sha256 = fields.get("sha256_digest", "").strip().lower() or None
+    blake2 = fields.get("blake2_256_digest", "").strip().lower() or None
+    if not sha256 and not blake2:
+        raise BadRequest("Missing sha256_digest or blake2_256_digest")
+    return Upload(dist, sha256, blake2)
+
+
+def _open_new(tmp: Path, made: list[Path]) -> int:
+    """Create ``tmp``, making its project folder (and repo folder) when missing.
+
+    Folders made here are noted in ``made`` so that a rejection can remove them again;
+    a concurrent rejection may remove a folder under our feet, hence the second try.
+    """
+    for _ in range(3):
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            for path in (tmp.parent.parent, tmp.parent):
+                try:
+                    path.mkdir()
+                    made.append(path)
+                except FileExistsError:
+                    pass
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+
+def _stream_to(src: IO[bytes], fd: int, limit: int) -> tuple[str, str, int]:
+    """Copy ``src`` into the new file ``fd`` while hashing; durable when it returns."""
+    sha256, blake2 = hashlib.sha256(), hashlib.blake2b(digest_size=32)
+    size = 0
+    with os.fdopen(fd, "wb") as out:
+        while block := src.read(CHUNK):
+            size += len(block)
+            if size > limit:
+                raise TooLarge(f"File too large: over the limit of {limit // (1024 * 1024)} MB")
+            sha256.update(block)
+            blake2.update(block)
+            out.write(block)
+        out.flush()
+        os.fsync(out.fileno())
+    return sha256.hexdigest(), blake2.hexdigest(), size
+
+
+def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[bytes],
+                   user: str, client: str | None) -> Outcome:
+    tree = Tree.of(settings)
+    dist = upload.dist
+    folder = tree.project_dir(repo, dist.project)
+    made: list[Path] = []
+    tmp = tmp_path(folder / dist.filename)
+    try:
+        out = _open_new(tmp, made)
+        sha256, blake2, size = _stream_to(content, out, settings.max_upload_bytes)
+        if upload.sha256 and upload.sha256 != sha256:
+            raise DigestMismatch(f"The sha256_digest does not match the file ({sha256})")
+        if upload.blake2_256 and upload.blake2_256 != blake2:
+            raise DigestMismatch(f"The blake2_256_digest does not match the file ({blake2})")
+        meta = inspect_dist(tmp, dist)
+        with locked(tree, dist.project):
+            status = _publish(settings, tree, repo, dist, tmp, sha256, meta.raw,
+                              meta.requires_python)
+            if status == "created":
+                append_audit(tree, {
+                    "time": utc_timestamp(), "user": user, "action": "upload", "repo": repo,
+                    "project": dist.project, "filename": dist.filename, "sha256": sha256,
+                    "size": size, "client": client,
+                })
+                made.clear()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+    return Outcome(status, dist, sha256, size)
+
+
+def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, sha256: str,
+             metadata: bytes, requires_python: str | None) -> Literal["created", "exists"]:
+    """Under the project lock: refuse reuse, link into place, update record and listings."""
+    records: Records = {(r, dist.project): load_record(tree, r, dist.project)
+                        for r in settings.chain(repo)}
+    record = records[(repo, dist.project)]
+    if dist.filename in record["tombstones"]:
+        raise FileExists(f"File already exists: {dist.filename!r} was removed from {repo} "
+                         "and a filename can never be reused; upload a new version")
+    for holder in settings.chain(repo):
+        known = records[(holder, dist.project)]["files"].get(dist.filename)
+        if known and known["sha256"] != sha256:
+            raise FileExists(f"File already exists: {dist.filename!r} in {holder} has other "
+                             "contents; upload a new version")
+    final = tree.project_dir(repo, dist.project) / dist.filename
+    if dist.filename in record["files"] or not link_new(tmp, final):
+        if dist.filename not in record["files"]:
+            raise FileExists(f"File already exists: {dist.filename!r} is on disk in {repo}, "
+                             "waiting for regen-index")
+        return "exists"
+    writer = Writer()
+    metadata_sha256 = None
+    if dist.kind == "wheel":
+        writer.write(final.with_name(final.name + ".metadata"), metadata)
+        metadata_sha256 = hashlib.sha256(metadata).hexdigest()
+    record["files"][dist.filename] = file_record(final, sha256, str(dist.version),
+                                                 requires_python, metadata_sha256,
+                                                 utc_timestamp())
+    writer.write(tree.record_path(repo, dist.project), dump_record(record))
+    roots = render_project(settings, tree, dist.project, settings.dependents(repo), records,
+                           writer, Report())
+    for root_repo in settings.viewers(roots):
+        with locked(tree, f"+root-{root_repo}"):
+            render_root(settings, tree, root_repo, writer)
+    return "created"
