@@ -7,13 +7,12 @@ import os
 from typing import Any
 
 import pytest
-from webtest import TestApp, TestRequest
-
 from distfactory import sdist_bytes, sdist_name, wheel_bytes, wheel_name
 from pypi_fallback.app import make_app
 from pypi_fallback.config import Settings
 from pypi_fallback.regen import regenerate
 from uploads import twine_fields
+from webtest import TestApp, TestRequest
 
 
 def snapshot(settings: Settings) -> dict[str, tuple[int, int, int]]:

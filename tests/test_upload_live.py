@@ -14,8 +14,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-
 from distfactory import wheel_bytes, wheel_name, write_sdist, write_wheel
 from pypi_fallback.app import make_app
 from pypi_fallback.config import Settings
