@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import pytest
@@ -236,3 +237,22 @@ def test_empty_tree_stays_empty_on_bad_first_upload(app: TestApp, settings: Sett
     post(app, "dev", WHL, b"garbage", status=400)
     assert not (settings.root / "dev").exists()
 
+
+
+def test_burst_of_new_projects_gets_one_root_refresh_that_lists_them_all(
+        settings: Settings) -> None:
+    wsgi_app = make_app(settings)
+    wsgi_app.roots.interval = 0.3
+    app = TestApp(wsgi_app)
+    names = ["aa", "bb", "cc"]
+    for name in names:
+        post(app, "dev", wheel_name(name, "1.0"), wheel_bytes(name, "1.0"), status=200)
+    root = settings.root / "dev" / "index.v1_json"
+    assert [p["name"] for p in json.loads(root.read_text())["projects"]] == ["aa"]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        listed = [p["name"] for p in json.loads(root.read_text())["projects"]]
+        if listed == names:
+            break
+        time.sleep(0.05)
+    assert listed == names

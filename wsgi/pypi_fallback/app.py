@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from webob import Request, Response
@@ -32,6 +34,7 @@ from .errors import (
     TooLarge,
     Unauthorized,
 )
+from .regen import refresh_roots
 from .storage import Tree
 from .upload import check_form, receive_upload
 
@@ -52,6 +55,64 @@ STATUS: dict[type[PyPIFallbackError], int] = {
 FORM_OVERHEAD = 16 * 1024 * 1024  # room for the metadata fields (a long description)
 
 
+class AfterResponse:
+    """A WSGI body that runs ``then`` when the server closes it (after sending it)."""
+
+    def __init__(self, body: Iterable[bytes], then: Callable[[], None]) -> None:
+        self.body, self.then = body, then
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close:
+                close()
+        finally:
+            self.then()
+
+
+class RootRefresher:
+    """Refreshes root listings after responses, at most once per interval per process.
+
+    A root listing costs O(projects) to rebuild and no installer reads it, so a burst of
+    new projects must not pay for one rebuild each: the first request rebuilds at once
+    (after its response is sent), later ones within the interval are folded into one
+    rebuild at the end of it. ``regen-index`` rebuilds them too.
+    """
+
+    def __init__(self, settings: Settings, interval: float = 2.0) -> None:
+        self.settings, self.interval = settings, interval
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._scheduled: set[str] = set()
+
+    def request(self, repos: Iterable[str]) -> None:
+        now_due = []
+        with self._lock:
+            for repo in repos:
+                if repo in self._scheduled:
+                    continue
+                wait = self._last.get(repo, -1e9) + self.interval - time.monotonic()
+                if wait <= 0:
+                    self._last[repo] = time.monotonic()
+                    now_due.append(repo)
+                else:
+                    self._scheduled.add(repo)
+                    timer = threading.Timer(wait, self._run_later, (repo,))
+                    timer.daemon = True
+                    timer.start()
+        if now_due:
+            refresh_roots(self.settings, now_due)
+
+    def _run_later(self, repo: str) -> None:
+        with self._lock:
+            self._scheduled.discard(repo)
+            self._last[repo] = time.monotonic()
+        refresh_roots(self.settings, [repo])
+
+
 def error_response(status: int, reason: str) -> Response:
     """A plain-text error whose reason is also the status line's phrase."""
     phrase = " ".join(reason.split())  # no CR/LF or tabs in a header
@@ -69,6 +130,7 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.groups = GroupFile(settings.htgroups)
+        self.roots = RootRefresher(settings)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
@@ -117,6 +179,9 @@ class App:
             resp.text = f"{outcome.dist.filename} is already there with the same contents\n"
         else:
             resp.text = f"{outcome.dist.filename} uploaded to {repo_name}\n"
+        if outcome.stale_roots:
+            resp.app_iter = AfterResponse(resp.app_iter,
+                                          lambda: self.roots.request(outcome.stale_roots))
         return resp
 
     def health(self) -> Response:

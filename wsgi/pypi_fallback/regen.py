@@ -238,9 +238,9 @@ def render_root(settings: Settings, tree: Tree, repo: str, writer: Writer) -> bo
     """Rewrite a repo's root listing if its set of projects changed."""
     names: set[str] = set()
     for holder in settings.chain(repo):
-        folder = tree.repo_dir(holder)
+        base = str(tree.repo_dir(holder))
         names.update(p for p in tree.projects_on_disk(holder)
-                     if (folder / p / "index.v1_json").exists())
+                     if os.path.exists(os.path.join(base, p, "index.v1_json")))
     page = build_root_page(names)
     body = render_json(page)
     folder = tree.repo_dir(repo)
@@ -254,6 +254,14 @@ def render_root(settings: Settings, tree: Tree, repo: str, writer: Writer) -> bo
     if not (folder / "index.var").exists():
         writer.write(folder / "index.var", TYPE_MAP)
     return True
+
+
+def refresh_roots(settings: Settings, repos: Iterable[str]) -> None:
+    """Bring the root listings of ``repos`` up to date, each under its own lock."""
+    tree = Tree.of(settings)
+    for repo in repos:
+        with locked(tree, f"+root-{repo}"):
+            render_root(settings, tree, repo, Writer())
 
 
 Progress = Callable[[int, int], None]
@@ -288,9 +296,7 @@ def regenerate(settings: Settings, repos: Sequence[str] | None = None,
         report.projects += len(chunk)
         if progress:
             progress(start + len(chunk), len(projects))
-    for repo in render_repos if not names else settings.viewers(roots):
-        with locked(tree, f"+root-{repo}"):
-            render_root(settings, tree, repo, Writer())
+    refresh_roots(settings, render_repos if not names else settings.viewers(roots))
     for repo in scan_repos:
         _clean_repo_folder(tree, repo, report)
     write_status(tree, report)

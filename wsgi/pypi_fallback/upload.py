@@ -28,7 +28,7 @@ from .errors import (
     TooLarge,
 )
 from .names import Dist, canonicalize_name, parse_dist_filename
-from .regen import Records, Report, file_record, render_project, render_root
+from .regen import Records, Report, file_record, render_project
 from .storage import (
     Tree,
     Writer,
@@ -59,6 +59,7 @@ class Outcome:
     dist: Dist
     sha256: str
     size: int
+    stale_roots: tuple[str, ...] = ()  # root listings to refresh (after the response)
 
 
 def check_form(fields: Mapping[str, str], filename: str | None) -> Upload:
@@ -149,8 +150,8 @@ def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[by
             raise DigestMismatch(f"The blake2_256_digest does not match the file ({blake2})")
         meta = inspect_dist(tmp, dist)
         with locked(tree, dist.project):
-            status = _publish(settings, tree, repo, dist, tmp, sha256, meta.raw,
-                              meta.requires_python)
+            status, roots = _publish(settings, tree, repo, dist, tmp, sha256, meta.raw,
+                                     meta.requires_python)
             if status == "created":
                 append_audit(tree, {
                     "time": utc_timestamp(), "user": user, "action": "upload", "repo": repo,
@@ -164,12 +165,15 @@ def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[by
         for path in reversed(made):
             with contextlib.suppress(OSError):
                 path.rmdir()
-    return Outcome(status, dist, sha256, size)
+    return Outcome(status, dist, sha256, size, roots)
 
 
 def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, sha256: str,
-             metadata: bytes, requires_python: str | None) -> Literal["created", "exists"]:
-    """Under the project lock: refuse reuse, link into place, update record and listings."""
+             metadata: bytes, requires_python: str | None
+             ) -> tuple[Literal["created", "exists"], tuple[str, ...]]:
+    """Under the project lock: refuse reuse, link into place, update record and listings.
+
+    Returns what happened and the repos whose root listing now lacks the project."""
     records: Records = {(r, dist.project): load_record(tree, r, dist.project)
                         for r in settings.chain(repo)}
     record = records[(repo, dist.project)]
@@ -186,7 +190,7 @@ def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, s
         if dist.filename not in record["files"]:
             raise FileExists(f"File already exists: {dist.filename!r} is on disk in {repo}, "
                              "waiting for regen-index")
-        return "exists"
+        return "exists", ()
     writer = Writer()
     metadata_sha256 = None
     if dist.kind == "wheel":
@@ -198,7 +202,4 @@ def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, s
     writer.write(tree.record_path(repo, dist.project), dump_record(record))
     roots = render_project(settings, tree, dist.project, settings.dependents(repo), records,
                            writer, Report())
-    for root_repo in settings.viewers(roots):
-        with locked(tree, f"+root-{root_repo}"):
-            render_root(settings, tree, root_repo, writer)
-    return "created"
+    return "created", settings.viewers(roots)
