@@ -1,6 +1,3 @@
-# mod_wsgi entry point: builds the app from the config file named by
-# PYPI_FALLBACK_CONFIG (set by the generated Apache drop-in), else the default path.
-from pypi_fallback.app import make_app
-from pypi_fallback.config import load_settings
-
-application = make_app(load_settings())
+# mod_wsgi entry point. The app is built on the first request, from the config file named
+# by PYPI_FALLBACK_CONFIG (the drop-in sets it with SetEnv), else the default path.
+from pypi_fallback.app import application  # noqa: F401

@@ -18,7 +18,7 @@ from typing import Any
 from webob import Request, Response
 
 from .auth import GroupFile
-from .config import Settings
+from .config import Settings, load_settings
 from .errors import (
     BadRequest,
     DigestMismatch,
@@ -145,7 +145,7 @@ class App:
         path = request.script_name + request.path_info
         if not path.startswith(prefix):
             raise NotFound(f"Not found: {path!r}")
-        rest = path[len(prefix):]
+        rest = path[len(prefix):].removeprefix("+app/")  # Apache mounts the app at +app
         if rest == "+health":
             return self.health()
         repo_name = rest[:-1] if rest.endswith("/") else rest
@@ -207,3 +207,25 @@ class App:
 
 def make_app(settings: Settings) -> App:
     return App(settings)
+
+
+_apps: dict[str, App] = {}
+_apps_lock = threading.Lock()
+
+
+def application(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    """The mod_wsgi entry: builds the app for the config named by the request environment
+    (``SetEnv PYPI_FALLBACK_CONFIG``) or the process environment, once, on first use."""
+    path = environ.get("PYPI_FALLBACK_CONFIG") or os.environ.get("PYPI_FALLBACK_CONFIG") or ""
+    app = _apps.get(path)
+    if app is None:
+        with _apps_lock:
+            app = _apps.get(path)
+            if app is None:
+                try:
+                    app = _apps[path] = make_app(load_settings(path or None))
+                except PyPIFallbackError as exc:
+                    print(f"pypi-fallback: {exc}", file=environ.get("wsgi.errors"))
+                    resp = error_response(500, "pypi-fallback is misconfigured; see the error log")
+                    return resp(environ, start_response)  # type: ignore[no-any-return]
+    return app(environ, start_response)

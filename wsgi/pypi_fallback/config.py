@@ -6,6 +6,7 @@ reading a traceback.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -61,6 +62,16 @@ class Settings:
     def repo(self, name: str) -> Repo | None:
         return self.repos.get(name)
 
+    def reaches_upstream(self, repo: str) -> bool:
+        """Whether a project missing all down the chain of ``repo`` is looked up upstream."""
+        return any(self.repos[r].falls_back_upstream for r in self.chain(repo))
+
+    def is_private(self, project: str) -> bool:
+        return any(fnmatch.fnmatchcase(project, p) for p in self.private)
+
+    def is_overlay(self, project: str) -> bool:
+        return any(fnmatch.fnmatchcase(project, p) for p in self.overlay)
+
     def chain(self, repo: str) -> tuple[str, ...]:
         """``repo`` and every local repo reachable down its fallback chain, nearest first."""
         seen: list[str] = []
@@ -101,6 +112,7 @@ _SECTIONS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     "fallback": {"mode": (str, "redirect")},
     "policy": {"private": (list, []), "overlay": (list, [])},
 }
+_PATTERN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-*?")
 _TYPE_WORDS: dict[type | tuple[type, ...], str] = {
     str: "a string", int: "an integer", list: "a list of strings",
 }
@@ -119,7 +131,8 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     return DEFAULT_PATH
 
 
-def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+def load_settings(path: str | os.PathLike[str] | None = None, *,
+                  check_paths: bool = True) -> Settings:
     source = config_path(path)
     try:
         with open(source, "rb") as f:
@@ -130,7 +143,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         raise ConfigError(f"{source}: cannot read config: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    return parse_settings(data, source)
+    return parse_settings(data, source, check_paths=check_paths)
 
 
 def _get(
@@ -162,16 +175,19 @@ def _get(
     return values
 
 
-def _existing_dir(source: Path, key: str, value: str) -> Path:
+def _existing_dir(source: Path, key: str, value: str, check: bool) -> Path:
     path = Path(value)
     if not path.is_absolute():
         raise ConfigError(f"{source}: {key} must be an absolute path, not {value!r}")
-    if not path.is_dir():
+    if check and not path.is_dir():
         raise ConfigError(f"{source}: {key}: directory {value!r} does not exist")
     return path
 
 
-def parse_settings(data: Mapping[str, Any], source: Path) -> Settings:
+def parse_settings(data: Mapping[str, Any], source: Path, *, check_paths: bool = True
+                   ) -> Settings:
+    """Settings from parsed TOML; ``check_paths=False`` skips the folders-exist check
+    (for rendering the example config)."""
     for section in data:
         if section not in _SECTIONS and section != "repos":
             known = ", ".join([*_SECTIONS, "repos"])
@@ -181,8 +197,8 @@ def parse_settings(data: Mapping[str, Any], source: Path) -> Settings:
     fallback = _get(source, data.get("fallback", {}), "fallback", _SECTIONS["fallback"])
     policy = _get(source, data.get("policy", {}), "policy", _SECTIONS["policy"])
 
-    root = _existing_dir(source, "server.root", server["root"])
-    state = _existing_dir(source, "server.state", server["state"])
+    root = _existing_dir(source, "server.root", server["root"], check_paths)
+    state = _existing_dir(source, "server.state", server["state"], check_paths)
     if root == state or state.is_relative_to(root):
         raise ConfigError(
             f"{source}: server.state must be outside server.root (it is never served)"
@@ -203,6 +219,13 @@ def parse_settings(data: Mapping[str, Any], source: Path) -> Settings:
     if upstream["timeout"] <= 0:
         raise ConfigError(f"{source}: upstream.timeout must be positive")
 
+    for key in ("private", "overlay"):
+        for pattern in policy[key]:
+            if not pattern or any(c not in _PATTERN_CHARS for c in pattern):
+                raise ConfigError(
+                    f"{source}: policy.{key}: {pattern!r} is not a pattern of normalized names "
+                    "(lowercase letters, digits, '-', and the wildcards '*' and '?')"
+                )
     repos = _parse_repos(source, data.get("repos", {}))
     return Settings(
         source=source,

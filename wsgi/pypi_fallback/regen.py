@@ -37,6 +37,7 @@ from .storage import (
     Batch,
     Tree,
     Writer,
+    add_claims,
     dump_record,
     is_stale_tmp,
     load_record,
@@ -279,6 +280,7 @@ def regenerate(settings: Settings, repos: Sequence[str] | None = None,
     report = Report()
     projects = _projects_to_visit(tree, scan_repos, render_repos, names, report)
     roots: set[str] = set()
+    held: set[str] = set()
     for start in range(0, len(projects), batch_size):
         chunk = projects[start:start + batch_size]
         writer = Batch(settings.root)
@@ -292,11 +294,14 @@ def regenerate(settings: Settings, repos: Sequence[str] | None = None,
                         writer.write(tree.record_path(repo, project), dump_record(record))
                 roots |= render_project(settings, tree, project, render_repos, records,
                                         writer, report)
+                if any(rec["files"] for rec in records.values()):
+                    held.add(project)
             writer.flush()
         report.projects += len(chunk)
         if progress:
             progress(start + len(chunk), len(projects))
     refresh_roots(settings, render_repos if not names else settings.viewers(roots))
+    add_claims(tree, {p: "published" for p in held if not settings.is_overlay(p)})
     for repo in scan_repos:
         _clean_repo_folder(tree, repo, report)
     write_status(tree, report)

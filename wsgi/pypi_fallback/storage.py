@@ -212,6 +212,10 @@ class Tree:
         return self.state / "audit.jsonl"
 
     @property
+    def claims_map(self) -> Path:
+        return self.state / "claims.map"
+
+    @property
     def status_path(self) -> Path:
         return self.state / "status.json"
 
@@ -258,6 +262,38 @@ def load_record(tree: Tree, repo: str, project: NormalizedName) -> dict[str, Any
 
 def dump_record(record: dict[str, Any]) -> bytes:
     return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+
+
+# -- claims: names that never fall back upstream ----------------------------------------------
+
+
+def load_claims(tree: Tree) -> dict[str, str]:
+    """The claims map Apache reads (``name reason`` a line)."""
+    claims: dict[str, str] = {}
+    try:
+        text = tree.claims_map.read_text()
+    except FileNotFoundError:
+        return claims
+    for line in text.splitlines():
+        name, _, reason = line.partition(" ")
+        if name and not name.startswith("#"):
+            claims[name] = reason.strip() or "claimed"
+    return claims
+
+
+def add_claims(tree: Tree, new: dict[str, str]) -> list[str]:
+    """Add names to the claims map (atomically, under its lock); return the names added."""
+    if not new and tree.claims_map.exists():
+        return []
+    with locked(tree, "+claims"):
+        claims = load_claims(tree)
+        added = sorted(n for n in new if n not in claims)
+        if added or not tree.claims_map.exists():
+            claims.update({n: new[n] for n in added})
+            body = "# pypi-fallback claims: these names never fall back upstream\n" + "".join(
+                f"{n} {claims[n]}\n" for n in sorted(claims))
+            Writer().write(tree.claims_map, body.encode())
+        return added
 
 
 # -- audit and quarantine -----------------------------------------------------------------------

@@ -32,6 +32,7 @@ from .regen import Records, Report, file_record, render_project
 from .storage import (
     Tree,
     Writer,
+    add_claims,
     append_audit,
     dump_record,
     link_new,
@@ -202,4 +203,6 @@ def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, s
     writer.write(tree.record_path(repo, dist.project), dump_record(record))
     roots = render_project(settings, tree, dist.project, settings.dependents(repo), records,
                            writer, Report())
+    if roots and not settings.is_overlay(dist.project):
+        add_claims(tree, {dist.project: "uploaded"})
     return "created", settings.viewers(roots)

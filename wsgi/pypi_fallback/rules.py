@@ -1,0 +1,129 @@
+"""The Apache drop-in, rendered from the config by a template kept in ``apache/``.
+
+``render_rules`` is pure: settings and a few facts about the host in, text out.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .config import Settings
+from .errors import ConfigError
+
+TEMPLATE = "pypi-fallback.conf.j2"
+WSGI_SCRIPT = "pypi_fallback.wsgi"
+FORM_OVERHEAD_MB = 16
+_SAFE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
+
+
+@dataclass(frozen=True)
+class Host:
+    """What the drop-in needs to know about the machine it runs on."""
+
+    venv: Path
+    wsgi_script: Path
+    user: str = "www-data"
+    group: str = "www-data"
+
+
+def share_dir() -> Path:
+    """Where the template and the WSGI script are: installed data, else the checkout."""
+    installed = Path(sys.prefix) / "share" / "pypi-fallback"
+    if (installed / TEMPLATE).exists():
+        return installed
+    return Path(__file__).resolve().parents[2] / "apache"
+
+
+def default_host() -> Host:
+    share = share_dir()
+    script = share / WSGI_SCRIPT
+    if not script.exists():
+        script = Path(__file__).resolve().parents[1] / WSGI_SCRIPT
+    return Host(venv=Path(sys.prefix), wsgi_script=script)
+
+
+def glob_to_regex(pattern: str) -> str:
+    """A ``policy`` pattern (normalized name, ``*`` and ``?``) as a PCRE fragment."""
+    return "".join("[a-z0-9-]*" if c == "*" else "[a-z0-9-]" if c == "?" else re.escape(c)
+                   for c in pattern)
+
+
+def check_redirect_url(url: str, key: str, source: Path) -> str:
+    if not _SAFE_URL.match(url):
+        raise ConfigError(
+            f"{source}: {key} {url!r} cannot be used in a redirect rule: use a plain "
+            "http(s)://host[:port]/path URL"
+        )
+    return url if url.endswith("/") else url + "/"
+
+
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+@-]*$")
+
+
+def check_path(path: Path, key: str, source: Path) -> Path:
+    """A path going into the drop-in: nothing Apache or mod_rewrite would interpret."""
+    if not _SAFE_PATH.match(str(path)):
+        raise ConfigError(f"{source}: {key} {str(path)!r} cannot go into the Apache config: "
+                          "use an absolute path of letters, digits and . _ / + @ -")
+    return path
+
+
+def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str, Any]:
+    src = settings.source
+    for key, path in [("server.root", settings.root), ("server.state", settings.state),
+                      ("server.htpasswd", settings.htpasswd),
+                      ("server.htgroups", settings.htgroups), ("config file", src),
+                      ("venv", host.venv), ("WSGI script", host.wsgi_script)]:
+        check_path(path, key, src)
+    repos = []
+    for name, repo in settings.repos.items():
+        chain = settings.chain(name)
+        hops = [{"target": target, "skipped": chain[1:i]} for i, target in
+                enumerate(chain) if i > 0]
+        repos.append({
+            "name": name,
+            "writers": list(repo.writers),
+            "fallback": list(repo.fallback),
+            "local_hops": hops,
+            "locals": list(chain),
+            "upstream": settings.reaches_upstream(name),
+        })
+    limit = (settings.max_upload_mb + FORM_OVERHEAD_MB) * 1024 * 1024
+    return {
+        "source": settings.source,
+        "prefix": settings.url_prefix,
+        "prefix_re": re.escape(settings.url_prefix),
+        "root": settings.root,
+        "htpasswd": settings.htpasswd,
+        "htgroups": settings.htgroups,
+        "claims_map": settings.state / "claims.map",
+        "repos": repos,
+        "repo_alternation": "|".join(re.escape(r) for r in settings.repos),
+        "private_re": "|".join(glob_to_regex(p) for p in settings.private),
+        "upstream_url": check_redirect_url(upstream_url, "upstream.url", settings.source),
+        "limit_request_body": min(limit, 2**31 - 1),
+        # long enough for the largest upload at ~1 MB/s, and never under five minutes
+        "request_timeout": max(300, settings.max_upload_mb),
+        "venv": host.venv,
+        "wsgi_script": host.wsgi_script,
+        "user": host.user,
+        "group": host.group,
+    }
+
+
+def render_rules(settings: Settings, host: Host, upstream_url: str) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(share_dir())),
+        autoescape=False,  # Apache config, not HTML: values are checked instead
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    return env.get_template(TEMPLATE).render(**rules_context(settings, host, upstream_url))
