@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from pypi_fallback.config import Settings, load_settings
 from pypi_fallback.errors import ConfigError
 from pypi_fallback.rules import Host, glob_to_regex, render_rules

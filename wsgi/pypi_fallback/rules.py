@@ -33,18 +33,17 @@ class Host:
 
 
 def share_dir() -> Path:
-    """Where the template and the WSGI script are: installed data, else the checkout."""
-    installed = Path(sys.prefix) / "share" / "pypi-fallback"
-    if (installed / TEMPLATE).exists():
-        return installed
-    return Path(__file__).resolve().parents[2] / "apache"
+    """Where the template is: the checkout's ``apache/`` when run from one, else the data
+    installed with the package (``<venv>/share/pypi-fallback``)."""
+    checkout = Path(__file__).resolve().parents[2] / "apache"
+    if (checkout / TEMPLATE).exists():
+        return checkout
+    return Path(sys.prefix) / "share" / "pypi-fallback"
 
 
 def default_host() -> Host:
-    share = share_dir()
-    script = share / WSGI_SCRIPT
-    if not script.exists():
-        script = Path(__file__).resolve().parents[1] / WSGI_SCRIPT
+    """This venv, and the WSGI script installed with it (Apache must be able to read it)."""
+    script = Path(sys.prefix) / "share" / "pypi-fallback" / WSGI_SCRIPT
     return Host(venv=Path(sys.prefix), wsgi_script=script)
 
 
