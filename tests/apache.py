@@ -69,7 +69,8 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 15)
 
 
 @contextmanager
-def deployed(upstream: FakeUpstream, extra_config: str = "") -> Iterator[Deployment]:
+def deployed(upstream: FakeUpstream, extra_config: str = "",
+             extra_apache: str = "") -> Iterator[Deployment]:
     home = Path(tempfile.mkdtemp(prefix="pf-it-", dir="/var/tmp"))
     os.chmod(home, 0o755)
     proc = None
@@ -92,6 +93,8 @@ def deployed(upstream: FakeUpstream, extra_config: str = "") -> Iterator[Deploym
                        check=True, env=env, capture_output=True)
         port = free_port()
         conf = write_httpd_conf(home, "127.0.0.1", port, dropin, "www-data")
+        if extra_apache:
+            conf.write_text(conf.read_text() + extra_apache.format(home=home))
         check = subprocess.run([APACHE, "-t", "-f", str(conf)], capture_output=True, text=True)
         assert check.returncode == 0, check.stderr
         proc = subprocess.Popen([APACHE, "-f", str(conf), "-DFOREGROUND"],
