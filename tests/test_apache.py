@@ -8,12 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from apache_server import USERS, Deployment, deployed
 from clients import PIP_ACCEPT, pip_install, raw_get, twine_upload, uv_install
 from distfactory import sdist_bytes, wheel_bytes, wheel_name, write_sdist, write_wheel
 from fake_upstream import FakeUpstream, running_upstream
 from uploads import twine_fields
-
-from apache import USERS, Deployment, deployed
 
 pytestmark = pytest.mark.apache
 

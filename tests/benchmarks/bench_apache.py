@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from apache import USERS, deployed  # noqa: E402
+from apache_server import USERS, deployed  # noqa: E402
 from clients import PIP_ACCEPT, twine_upload  # noqa: E402
 from distfactory import write_wheel  # noqa: E402
 from fake_upstream import running_upstream  # noqa: E402
