@@ -12,7 +12,7 @@ from pypi_fallback.config import Settings, load_settings  # noqa: E402
 
 
 def write_config(tmp: Path, extra: str = "", *, upstream: str = "http://127.0.0.1:9/simple/",
-                 repos: str | None = None) -> Path:
+                 repos: str | None = None, ttl: int = 600, mode: str = "redirect") -> Path:
     """A config with dev and stable under ``tmp``, as in DESIGN.md."""
     (tmp / "www").mkdir(exist_ok=True)
     (tmp / "state").mkdir(exist_ok=True)
@@ -36,6 +36,10 @@ max_upload_mb = 2
 [upstream]
 url = "{upstream}"
 timeout = 2
+ttl = {ttl}
+
+[fallback]
+mode = "{mode}"
 
 {repos}
 {extra}

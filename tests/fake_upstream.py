@@ -1,17 +1,24 @@
-"""A fake upstream index on 127.0.0.1 that records every request it gets.
+"""A fake upstream index on 127.0.0.1 that records every request and can misbehave.
 
-Serves PEP 503 HTML project pages at ``/simple/<project>/`` with absolute links to
-``/files/<filename>``. ``fault`` makes it misbehave (for the upstream tests).
+Serves ``/simple/<project>/`` as PEP 691 JSON (when asked first) or PEP 503 HTML, with
+absolute links to ``/files/<filename>``. ``fault`` makes it fail in one of the ways the
+internet does; every slow fault is bounded in time.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import html
+import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FAULTS = ("blackhole", "503", "drip", "truncated", "wrong-bytes", "gzip", "redirect-loop",
+          "huge", "malformed-html", "malformed-json", "other-project")
 
 
 class FakeUpstream:
@@ -19,6 +26,7 @@ class FakeUpstream:
         self.files: dict[str, dict[str, bytes]] = {}
         self.requests: list[str] = []
         self.fault: str | None = None
+        self.json = True
         self.base = ""
 
     @property
@@ -32,38 +40,116 @@ class FakeUpstream:
         return any(f"/{project}/" in path or f"/{project.replace('-', '_')}" in path
                    for path in self.requests)
 
-    def page(self, project: str) -> bytes:
+    def html_page(self, project: str) -> bytes:
         links = "".join(
             f'<a href="{self.base}/files/{html.escape(name)}#sha256='
-            f'{hashlib.sha256(data).hexdigest()}">{html.escape(name)}</a><br>\n'
+            f'{hashlib.sha256(data).hexdigest()}" data-requires-python="&gt;=3.8">'
+            f"{html.escape(name)}</a><br>\n"
             for name, data in sorted(self.files[project].items()))
         return (f"<!DOCTYPE html><html><head><title>Links for {project}</title></head>"
                 f"<body><h1>Links for {project}</h1>\n{links}</body></html>\n").encode()
 
+    def json_page(self, project: str) -> bytes:
+        files = [{"filename": name, "url": f"../../files/{name}",
+                  "hashes": {"sha256": hashlib.sha256(data).hexdigest()},
+                  "requires-python": ">=3.8", "yanked": False, "size": len(data),
+                  "upload-time": "2025-01-02T03:04:05.000000Z"}
+                 for name, data in sorted(self.files[project].items())]
+        return json.dumps({"meta": {"api-version": "1.1"}, "name": project,
+                           "files": files}).encode()
 
-def _handler(upstream: FakeUpstream) -> type[BaseHTTPRequestHandler]:
+
+def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
-            upstream.requests.append(self.path)
-            parts = self.path.split("?")[0].strip("/").split("/")
-            body, ctype = None, "text/html"
-            if len(parts) == 2 and parts[0] == "simple" and parts[1] in upstream.files:
-                body = upstream.page(parts[1])
-            elif len(parts) == 2 and parts[0] == "files":
-                for files in upstream.files.values():
-                    if parts[1] in files:
-                        body, ctype = files[parts[1]], "application/octet-stream"
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
+        def send(self, status: int, body: bytes, ctype: str, **headers: str) -> None:
+            self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
+            for key, value in headers.items():
+                self.send_header(key.replace("_", "-"), value)
             self.end_headers()
             self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802
+            up.requests.append(self.path)
+            fault = up.fault
+            if fault == "blackhole":
+                time.sleep(20)
+                return
+            if fault == "503":
+                return self.send(503, b"down for maintenance", "text/plain")
+            if fault == "redirect-loop":
+                return self.send(302, b"", "text/plain", Location=self.path)
+            parts = self.path.split("?")[0].strip("/").split("/")
+            if len(parts) == 2 and parts[0] == "simple":
+                return self.project(parts[1], fault)
+            if len(parts) == 2 and parts[0] == "files":
+                for files in up.files.values():
+                    if parts[1] in files:
+                        return self.file(files[parts[1]], fault)
+            if parts == ["simple"]:
+                return self.send(200, b"<!DOCTYPE html><html><body></body></html>", "text/html")
+            self.send(404, b"not found", "text/plain")
+
+        def project(self, project: str, fault: str | None) -> None:
+            if fault == "other-project" and project != "something-else":
+                return self.send(301, b"", "text/plain", Location="/simple/something-else/")
+            if project not in up.files:
+                return self.send(404, b"not found", "text/plain")
+            wants_json = "application/vnd.pypi.simple.v1+json" in self.headers.get("Accept", "")
+            if fault == "malformed-json":
+                return self.send(200, b'{"files": [oops', "application/vnd.pypi.simple.v1+json")
+            if fault == "malformed-html":
+                return self.send(200, b"\xff\xfe<a href=", "text/html")
+            if up.json and wants_json:
+                body, ctype = up.json_page(project), "application/vnd.pypi.simple.v1+json"
+            else:
+                body, ctype = up.html_page(project), "text/html"
+            self.body(body, ctype, fault)
+
+        def file(self, data: bytes, fault: str | None) -> None:
+            if fault == "wrong-bytes":
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            self.body(data, "application/octet-stream", fault)
+
+        def body(self, body: bytes, ctype: str, fault: str | None) -> None:
+            if fault == "gzip":
+                return self.send(200, gzip.compress(body), ctype, Content_Encoding="gzip")
+            if fault == "huge":
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.end_headers()
+                chunk = b" " * 65536
+                for _ in range(2048):  # up to 128 MiB, unless the client hangs up first
+                    try:
+                        self.wfile.write(chunk)
+                    except OSError:
+                        return
+                self.close_connection = True
+                return
+            if fault in ("truncated", "drip"):
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if fault == "truncated":
+                    self.wfile.write(body[: len(body) // 2])
+                else:
+                    for i in range(min(len(body), 30)):  # one byte a second, 30 s at most
+                        try:
+                            self.wfile.write(body[i:i + 1])
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        time.sleep(1)
+                self.close_connection = True
+                return
+            self.send(200, body, ctype)
 
     return Handler
 

@@ -21,14 +21,14 @@ pytestmark = pytest.mark.apache
 def upstream() -> Iterator[FakeUpstream]:
     with running_upstream() as up:
         up.add("public-lib", wheel_name("public-lib", "3.0"), wheel_bytes("public-lib", "3.0"))
-        up.add("acme-app", wheel_name("acme-app", "99.0"), wheel_bytes("acme-app", "99.0"))
         yield up
 
 
 @pytest.fixture(scope="module")
 def site(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[Deployment]:
-    """dev holds acme-app (uploaded by alice), stable holds acme-lib (uploaded by carol)."""
+    """dev holds acme-app (uploaded by alice), stable holds acme-lib (uploaded by carol);
+    both names were unknown upstream when first uploaded, so they are claimed."""
     with deployed(upstream, '[policy]\nprivate = ["secret-*"]\n') as d:
         dist = tmp_path_factory.mktemp("dist")
         app = write_wheel(dist / "app", "acme-app", "1.0")
@@ -36,6 +36,8 @@ def site(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
         for url, user, path in [(d.url("dev"), "alice", app), (d.url("stable"), "carol", lib)]:
             result = twine_upload(url, user, USERS[user], path)
             assert result.returncode == 0, result.stdout + result.stderr + d.error_log()
+        # later, someone publishes the same name upstream, with a higher version
+        upstream.add("acme-app", wheel_name("acme-app", "99.0"), wheel_bytes("acme-app", "99.0"))
         yield d
 
 

@@ -28,7 +28,6 @@ def test_config_path_from_environment(config_file: Path, monkeypatch: pytest.Mon
     [
         ("[server2]\n", None, "unknown section [server2]"),
         ("[policy]\noverlays = []\n", None, "unknown key policy.overlays"),
-        ("[fallback]\nmode = 'proxy'\n", None, "fallback.mode must be one of"),
         ("[policy]\nprivate = 'acme-*'\n", None, "policy.private must be a list"),
         ("", '[repos.dev]\nfallback = ["qa"]\n',
          "repos.dev.fallback names unknown repository 'qa'"),
@@ -65,3 +64,14 @@ def test_wrong_type_and_bad_toml(tmp_path: Path) -> None:
         load_settings(path)
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_unknown_fallback_mode(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="fallback.mode must be one of redirect, cache"):
+        load_settings(write_config(tmp_path, mode="proxy"))
+
+
+@pytest.mark.parametrize("pattern", ["Acme-*", "acme_*", "a[bc]", ""])
+def test_policy_patterns_are_normalized_names(tmp_path: Path, pattern: str) -> None:
+    with pytest.raises(ConfigError, match="policy.private: .* is not a pattern"):
+        load_settings(write_config(tmp_path, f'[policy]\nprivate = ["{pattern}"]\n'))

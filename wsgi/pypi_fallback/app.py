@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from webob import Request, Response
+from webob.static import FileIter
 
+from . import mirror
 from .auth import GroupFile
 from .config import Settings, load_settings
 from .errors import (
@@ -29,14 +31,18 @@ from .errors import (
     InvalidFilename,
     MetadataMismatch,
     MethodNotAllowed,
+    NotAcceptable,
     NotFound,
     PyPIFallbackError,
     TooLarge,
     Unauthorized,
 )
-from .regen import refresh_roots
-from .storage import Tree
-from .upload import check_form, receive_upload
+from .listing import HTML_TYPE, JSON_TYPE
+from .names import canonicalize_name
+from .regen import refresh_roots, regenerate, render_upstream_page
+from .storage import UPSTREAM_DIR, Tree, Writer, locked
+from .upload import check_form, is_new_name, receive_upload
+from .upstream import Upstream, UpstreamError, UpstreamTimeout
 
 STATUS: dict[type[PyPIFallbackError], int] = {
     BadRequest: 400,
@@ -47,6 +53,9 @@ STATUS: dict[type[PyPIFallbackError], int] = {
     FileExists: 400,
     TooLarge: 413,
     Unauthorized: 401,
+    NotAcceptable: 406,
+    UpstreamError: 502,
+    UpstreamTimeout: 504,
     Forbidden: 403,
     NotFound: 404,
     MethodNotAllowed: 405,
@@ -131,6 +140,14 @@ class App:
         self.settings = settings
         self.groups = GroupFile(settings.htgroups)
         self.roots = RootRefresher(settings)
+        self._upstream: Upstream | None = None
+        self._reachable: tuple[float, bool] = (0.0, False)
+
+    @property
+    def upstream(self) -> Upstream:
+        if self._upstream is None:
+            self._upstream = mirror.make_upstream(self.settings)
+        return self._upstream
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
@@ -148,6 +165,10 @@ class App:
         rest = path[len(prefix):].removeprefix("+app/")  # Apache mounts the app at +app
         if rest == "+health":
             return self.health()
+        if rest.startswith(("+cache/", "+fetch/")):
+            if request.method not in ("GET", "HEAD"):
+                raise MethodNotAllowed(f"Method {request.method} not allowed here")
+            return self.cache(request, rest)
         repo_name = rest[:-1] if rest.endswith("/") else rest
         if "/" in repo_name or repo_name not in self.settings.repos:
             raise NotFound(f"No such repository: {repo_name!r}")
@@ -172,8 +193,16 @@ class App:
         filename = getattr(content, "filename", None)
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
         upload = check_form(fields, filename)
+        project = upload.dist.project
+        decision = mirror.NameDecision(None)
+        if is_new_name(self.settings, project):
+            decision = mirror.decide_new_name(self.settings, self.upstream, project)
         outcome = receive_upload(self.settings, repo_name, upload, content.file, user,
-                                 request.remote_addr)
+                                 request.remote_addr, decision.claim)
+        if outcome.status == "created" and decision.listing is not None:
+            # the first file of an overlay: its page now merges the upstream's files
+            mirror.store_listing(Tree.of(self.settings), decision.listing)
+            regenerate(self.settings, names=[project])
         resp = Response(content_type="text/plain", charset="utf-8")
         if outcome.status == "exists":
             resp.text = f"{outcome.dist.filename} is already there with the same contents\n"
@@ -183,6 +212,45 @@ class App:
             resp.app_iter = AfterResponse(resp.app_iter,
                                           lambda: self.roots.request(outcome.stale_roots))
         return resp
+
+    def cache(self, request: Request, rest: str) -> Response:
+        """Cache mode: a project page from the upstream's listing, or a file fetched once."""
+        kind, _, tail = rest.partition("/")
+        name, _, filename = tail.partition("/")
+        project = canonicalize_name(name)
+        if not name or project != name or mirror.is_claimed(self.settings, project):
+            raise NotFound(f"Not found: {name!r}")
+        if kind == "+fetch":
+            fetched = mirror.fetch_file(self.settings, self.upstream, project, filename,
+                                        request.remote_addr)
+            resp = Response(content_type="application/octet-stream")
+            resp.app_iter = FileIter(open(fetched.path, "rb"))  # noqa: SIM115
+            resp.content_length = fetched.path.stat().st_size
+            return resp
+        if filename:
+            raise NotFound(f"Not found: {rest!r}")
+        listing = mirror.get_listing(self.settings, self.upstream, project)
+        if not listing.found:
+            raise NotFound(f"{project!r} is not on the upstream")
+        with locked(Tree.of(self.settings), f"+fetch-{project}"):
+            render_upstream_page(self.settings, project, Writer())
+        folder = self.settings.root / UPSTREAM_DIR / project
+        offers = [JSON_TYPE, "text/html", HTML_TYPE]
+        best = request.accept.best_match(offers) if request.accept else "text/html"
+        if best is None:
+            raise NotAcceptable("Neither HTML nor JSON listings are acceptable")
+        name_ = "index.v1_json" if best == JSON_TYPE else "index.html"
+        resp = Response(body=(folder / name_).read_bytes(), content_type=best)
+        resp.vary = ("Accept",)
+        return resp
+
+    def upstream_reachable(self) -> bool:
+        """Asked at most once a minute: a health check must not hammer the upstream."""
+        checked, answer = self._reachable
+        if time.monotonic() - checked > 60 or not checked:
+            answer = self.upstream.reachable()
+            self._reachable = (time.monotonic(), answer)
+        return answer
 
     def health(self) -> Response:
         tree = Tree.of(self.settings)
@@ -195,7 +263,7 @@ class App:
             "ok": os.access(self.settings.root, os.W_OK) and os.access(self.settings.state,
                                                                       os.W_OK),
             "disk_free_bytes": free,
-            "upstream_reachable": None,
+            "upstream_reachable": self.upstream_reachable(),
             "last_regeneration": status.get("last_regeneration"),
         }
         resp = Response(json_body=body)

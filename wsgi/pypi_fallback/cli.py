@@ -56,6 +56,9 @@ def regen_index_main(argv: Sequence[str] | None = None) -> int:
     parser = _parser("regen-index", "Validate the files on disk and rebuild the listings.")
     parser.add_argument("--repo", action="append", metavar="R",
                         help="only this repository (repeatable; default: all)")
+    parser.add_argument("--refresh-upstream", action="store_true",
+                        help="first fetch again the cached upstream listings older than "
+                             "upstream.ttl (run it from cron); a failure keeps the old copy")
     parser.add_argument("projects", nargs="*", metavar="PROJECT",
                         help="only these projects (default: all)")
     args = parser.parse_args(argv)
@@ -67,11 +70,14 @@ def regen_index_main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(f"--repo {repo!r}: no such repository in {settings.source} "
                                   f"(known: {', '.join(settings.repos)})")
         become_owner_of_state(settings)
-        report = regenerate(settings, args.repo, args.projects, progress=terminal_progress)
+        report = regenerate(settings, args.repo, args.projects, progress=terminal_progress,
+                            refresh_upstream=args.refresh_upstream)
         for name in report.published:
             print(f"published {name}")
         for path, reason in report.quarantined:
             print(f"quarantined {path}: {reason}", file=sys.stderr)
+        for problem in report.upstream_errors:
+            print(f"upstream: {problem}", file=sys.stderr)
         print(f"regen-index: {report.projects} projects, {report.listings} listings written, "
               f"{len(report.published)} files published, "
               f"{len(report.quarantined)} quarantined")

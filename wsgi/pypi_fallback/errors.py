@@ -61,3 +61,7 @@ class Gone(PyPIFallbackError):
 
 class MethodNotAllowed(PyPIFallbackError):
     """An HTTP method the endpoint does not take."""
+
+
+class NotAcceptable(PyPIFallbackError):
+    """No representation the client accepts."""

@@ -26,8 +26,8 @@ class FileEntry:
 
     filename: str
     url: str
-    sha256: str
-    size: int
+    sha256: str | None
+    size: int | None
     version: str
     upload_time: str | None = None
     requires_python: str | None = None
@@ -89,13 +89,14 @@ def _file_dict(f: FileEntry) -> dict[str, Any]:
     d: dict[str, Any] = {
         "filename": f.filename,
         "url": f.url,
-        "hashes": {"sha256": f.sha256},
+        "hashes": {"sha256": f.sha256} if f.sha256 else {},
         "requires-python": f.requires_python,
         "core-metadata": metadata,
         "dist-info-metadata": metadata,
         "yanked": f.yanked,
-        "size": f.size,
     }
+    if f.size is not None:
+        d["size"] = f.size
     if f.upload_time:
         d["upload-time"] = f.upload_time
     return d

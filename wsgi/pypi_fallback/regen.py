@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import mirror
 from .archive import inspect_dist
 from .config import Settings
 from .errors import InvalidArchive, InvalidFilename, MetadataMismatch
@@ -34,6 +35,7 @@ from .listing import (
 from .names import NormalizedName, canonicalize_name, is_normalized_name, parse_dist_filename
 from .storage import (
     LISTING_FILES,
+    UPSTREAM_DIR,
     Batch,
     Tree,
     Writer,
@@ -46,6 +48,7 @@ from .storage import (
     sha256_file,
     utc_timestamp,
 )
+from .upstream import UpstreamError
 
 Records = dict[tuple[str, str], dict[str, Any]]
 
@@ -59,10 +62,11 @@ class Report:
     removed: list[str] = field(default_factory=list)
     listings: int = 0
     projects: int = 0
+    upstream_errors: list[str] = field(default_factory=list)  # kept the last good copy
 
     @property
     def ok(self) -> bool:
-        return not self.quarantined
+        return not self.quarantined and not self.upstream_errors
 
     def merge(self, other: Report) -> None:
         self.published += other.published
@@ -70,6 +74,7 @@ class Report:
         self.removed += other.removed
         self.listings += other.listings
         self.projects += other.projects
+        self.upstream_errors += other.upstream_errors
 
 
 def file_record(path: Path, sha256: str, version: str, requires_python: str | None,
@@ -211,7 +216,11 @@ def render_project(settings: Settings, tree: Tree, project: NormalizedName,
             files = _record(tree, holder, project, records)["files"]
             layers.append([FileEntry.from_record(n, r, file_url(repo, holder, project, n))
                            for n, r in files.items()])
-        page = build_project_page(project, merge_files(layers))
+        tracked: list[str] = []
+        if settings.is_overlay(project) and settings.reaches_upstream(repo):
+            layers.append(mirror.upstream_entries(settings, project))
+            tracked = mirror.tracks(settings, project)
+        page = build_project_page(project, merge_files(layers), tracked)
         body = render_json(page)
         fingerprint = hashlib.sha256(body).hexdigest()
         if record.get("listing") == fingerprint and (folder / "index.v1_json").exists():
@@ -270,15 +279,25 @@ Progress = Callable[[int, int], None]
 
 def regenerate(settings: Settings, repos: Sequence[str] | None = None,
                names: Sequence[str] = (), progress: Progress | None = None,
-               batch_size: int = 200) -> Report:
-    """Rebuild listings from disk: the whole of ``repos`` (all by default), or only ``names``."""
+               batch_size: int = 200, refresh_upstream: bool = False) -> Report:
+    """Rebuild listings from disk: the whole of ``repos`` (all by default), or only ``names``.
+
+    With ``refresh_upstream``, cached upstream listings older than ``upstream.ttl`` are
+    fetched again first (a failure keeps the last good copy and is reported)."""
     tree = Tree.of(settings)
+    report = Report()
+    refreshed = refresh_upstream_listings(settings, names, report) if refresh_upstream \
+        else set()
     scan_repos = list(repos or settings.repos)
     render_repos: list[str] = []
     for repo in scan_repos:
         render_repos += [r for r in settings.dependents(repo) if r not in render_repos]
-    report = Report()
     projects = _projects_to_visit(tree, scan_repos, render_repos, names, report)
+    if refresh_upstream:
+        projects = sorted(set(projects) | {p for p in refreshed if not names or p in names})
+    for project in projects:
+        if settings.is_overlay(project) and mirror.load_listing(tree, project) is None:
+            refresh_upstream_listings(settings, [project], report, force=True)
     roots: set[str] = set()
     held: set[str] = set()
     for start in range(0, len(projects), batch_size):
@@ -306,6 +325,59 @@ def regenerate(settings: Settings, repos: Sequence[str] | None = None,
         _clean_repo_folder(tree, repo, report)
     write_status(tree, report)
     return report
+
+
+def refresh_upstream_listings(settings: Settings, names: Sequence[str], report: Report,
+                              force: bool = False) -> set[NormalizedName]:
+    """Fetch again the cached upstream listings that are stale (all of ``names`` when
+    forced); rewrite the cache-mode pages under ``+upstream``. Returns what changed."""
+    tree = Tree.of(settings)
+    folder = tree.state / "upstream"
+    if names:
+        wanted = sorted({canonicalize_name(n) for n in names})
+    else:
+        wanted = sorted(NormalizedName(p.name[:-5]) for p in folder.glob("*.json")) \
+            if folder.is_dir() else []
+    upstream = mirror.make_upstream(settings)
+    changed: set[NormalizedName] = set()
+    for project in wanted:
+        cached = mirror.load_listing(tree, project)
+        if mirror.is_claimed(settings, project) or (
+                not force and (cached is None or mirror.is_fresh(settings, cached))):
+            continue
+        try:
+            listing = upstream.fetch_listing(project, cached)
+        except UpstreamError as exc:
+            report.upstream_errors.append(f"{project}: {exc} (kept the copy of "
+                                          f"{utc_timestamp(cached.fetched) if cached else 'none'})")
+            continue
+        if cached is not None and not listing.found and cached.found:
+            report.upstream_errors.append(f"{project}: upstream now answers 404; kept the last "
+                                          "listing")
+            continue
+        mirror.store_listing(tree, listing)
+        if cached is None or cached.files != listing.files:
+            changed.add(project)
+            render_upstream_page(settings, project, Writer())
+    return changed
+
+
+def render_upstream_page(settings: Settings, project: NormalizedName, writer: Writer) -> bool:
+    """Cache mode: the listing under ``+upstream`` Apache serves for a project no local repo
+    holds, with links through this server. Returns whether one was written."""
+    if settings.fallback_mode != "cache":
+        return False
+    entries = mirror.upstream_entries(settings, project)
+    listing = mirror.load_listing(Tree.of(settings), project)
+    if listing is None or not listing.found:
+        return False
+    folder = settings.root / UPSTREAM_DIR / project
+    page = build_project_page(project, merge_files([entries]))
+    writer.write(folder / "index.v1_json", render_json(page))
+    writer.write(folder / "index.html", render_project_html(page))
+    if not (folder / "index.var").exists():
+        writer.write(folder / "index.var", TYPE_MAP)
+    return True
 
 
 def _projects_to_visit(tree: Tree, scan_repos: Sequence[str], render_repos: Sequence[str],

@@ -15,6 +15,7 @@ import jinja2
 
 from .config import Settings
 from .errors import ConfigError
+from .storage import UPSTREAM_DIR
 
 TEMPLATE = "pypi-fallback.conf.j2"
 WSGI_SCRIPT = "pypi_fallback.wsgi"
@@ -93,6 +94,7 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
             "locals": list(chain),
             "upstream": settings.reaches_upstream(name),
         })
+    cache = settings.fallback_mode == "cache"
     limit = (settings.max_upload_mb + FORM_OVERHEAD_MB) * 1024 * 1024
     return {
         "source": settings.source,
@@ -105,7 +107,11 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
         "repos": repos,
         "repo_alternation": "|".join(re.escape(r) for r in settings.repos),
         "private_re": "|".join(glob_to_regex(p) for p in settings.private),
-        "upstream_url": check_redirect_url(upstream_url, "upstream.url", settings.source),
+        "upstream_target": f"{settings.url_prefix}/+upstream/" if cache else
+        check_redirect_url(upstream_url, "upstream.url", settings.source),
+        "cache_mode": cache,
+        "served_alternation": "|".join([re.escape(r) for r in settings.repos]
+                                       + ([re.escape(UPSTREAM_DIR)] if cache else [])),
         "limit_request_body": min(limit, 2**31 - 1),
         # long enough for the largest upload at ~1 MB/s, and never under five minutes
         "request_timeout": max(300, settings.max_upload_mb),

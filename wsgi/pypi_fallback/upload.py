@@ -27,7 +27,7 @@ from .errors import (
     MetadataMismatch,
     TooLarge,
 )
-from .names import Dist, canonicalize_name, parse_dist_filename
+from .names import Dist, NormalizedName, canonicalize_name, parse_dist_filename
 from .regen import Records, Report, file_record, render_project
 from .storage import (
     Tree,
@@ -36,6 +36,7 @@ from .storage import (
     append_audit,
     dump_record,
     link_new,
+    load_claims,
     load_record,
     locked,
     tmp_path,
@@ -135,8 +136,20 @@ def _stream_to(src: IO[bytes], fd: int, limit: int) -> tuple[str, str, int]:
     return sha256.hexdigest(), blake2.hexdigest(), size
 
 
+def is_new_name(settings: Settings, project: NormalizedName) -> bool:
+    """Nothing was ever published under this name here, and it is not claimed."""
+    tree = Tree.of(settings)
+    for repo in settings.repos:
+        record = load_record(tree, repo, project)
+        if record["files"] or record["tombstones"]:
+            return False
+    return project not in load_claims(tree)
+
+
 def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[bytes],
-                   user: str, client: str | None) -> Outcome:
+                   user: str, client: str | None, claim: str | None = None) -> Outcome:
+    """Validate and publish one uploaded file. ``claim``: the reason to claim the name
+    when this upload brings it here (see ``mirror.decide_new_name``)."""
     tree = Tree.of(settings)
     dist = upload.dist
     folder = tree.project_dir(repo, dist.project)
@@ -154,11 +167,14 @@ def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[by
             status, roots = _publish(settings, tree, repo, dist, tmp, sha256, meta.raw,
                                      meta.requires_python)
             if status == "created":
-                append_audit(tree, {
+                entry = {
                     "time": utc_timestamp(), "user": user, "action": "upload", "repo": repo,
                     "project": dist.project, "filename": dist.filename, "sha256": sha256,
                     "size": size, "client": client,
-                })
+                }
+                if claim and roots and add_claims(tree, {dist.project: claim}):
+                    entry["claim"] = claim
+                append_audit(tree, entry)
                 made.clear()
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -203,6 +219,4 @@ def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, s
     writer.write(tree.record_path(repo, dist.project), dump_record(record))
     roots = render_project(settings, tree, dist.project, settings.dependents(repo), records,
                            writer, Report())
-    if roots and not settings.is_overlay(dist.project):
-        add_claims(tree, {dist.project: "uploaded"})
     return "created", settings.viewers(roots)

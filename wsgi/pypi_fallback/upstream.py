@@ -1,10 +1,364 @@
-"""The upstream index: the one module that talks to it."""
+"""The upstream index: the one module that talks to it.
+
+PEP 691 JSON is asked for first and PEP 503 HTML accepted; both become the same
+``UpstreamFile`` records. Every call has connect/read timeouts and a total deadline, a
+size cap and a redirect cap; bodies are read raw (``Accept-Encoding: identity``, and a
+response with any Content-Encoding is refused), so what is stored is what was listed.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import json
 import os
+import ssl
 import subprocess
 import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from html.parser import HTMLParser
+from typing import IO, Any
+from urllib.parse import urljoin, urlsplit
+
+from .errors import InvalidFilename, PyPIFallbackError
+from .names import canonicalize_name, parse_dist_filename
+
+ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+          "text/html;q=0.01")
+MAX_LISTING_BYTES = 64 * 1024 * 1024
+MAX_REDIRECTS = 5
+CHUNK = 256 * 1024
+USER_AGENT = "pypi-fallback"
+
+
+class UpstreamError(PyPIFallbackError):
+    """The upstream failed: refused, 5xx, malformed, too large, wrong bytes (HTTP 502)."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer in time (HTTP 504)."""
+
+
+@dataclass(frozen=True)
+class UpstreamFile:
+    filename: str
+    url: str
+    sha256: str | None = None
+    requires_python: str | None = None
+    yanked: bool | str = False
+    metadata_sha256: str | None = None
+    size: int | None = None
+    upload_time: str | None = None
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class UpstreamListing:
+    """A project page from the upstream, as cached in the state folder."""
+
+    project: str
+    url: str
+    found: bool
+    files: tuple[UpstreamFile, ...] = ()
+    fetched: float = 0.0
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["files"] = [asdict(f) for f in self.files]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UpstreamListing:
+        files = tuple(UpstreamFile(**f) for f in data.get("files", ()))
+        return cls(data["project"], data["url"], data["found"], files, data.get("fetched", 0.0),
+                   data.get("etag"), data.get("last_modified"))
+
+    def file(self, filename: str) -> UpstreamFile | None:
+        return next((f for f in self.files if f.filename == filename), None)
+
+
+# -- parsing: two formats, one record --------------------------------------------------------
+
+
+def _hash_of(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        sha = value.get("sha256")
+        return sha.lower() if isinstance(sha, str) and len(sha) == 64 else None
+    return None
+
+
+def _checked(project: str, filename: str, url: str, **kw: Any) -> UpstreamFile | None:
+    """A file entry, or None when its name is unsafe, of another project, or its URL is
+    not plain http(s)."""
+    try:
+        dist = parse_dist_filename(filename)
+    except InvalidFilename:
+        return None
+    parts = urlsplit(url)
+    if dist.project != project or parts.scheme not in ("http", "https") or "@" in parts.netloc:
+        return None
+    return UpstreamFile(filename=filename, url=url, version=str(dist.version), **kw)
+
+
+def parse_json_listing(project: str, body: bytes, page_url: str) -> list[UpstreamFile]:
+    try:
+        data = json.loads(body)
+        entries = data["files"]
+        if not isinstance(entries, list):
+            raise TypeError("files is not a list")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UpstreamError(f"Malformed JSON listing from upstream for {project!r}: {exc}") \
+            from None
+    files = []
+    for entry in entries:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("filename"), str) \
+                or not isinstance(entry.get("url"), str):
+            continue
+        meta = entry.get("core-metadata", entry.get("dist-info-metadata"))
+        yanked = entry.get("yanked", False)
+        rp = entry.get("requires-python")
+        size = entry.get("size")
+        upload_time = entry.get("upload-time")
+        record = _checked(
+            project, entry["filename"], urljoin(page_url, entry["url"]),
+            sha256=_hash_of(entry.get("hashes")),
+            requires_python=rp if isinstance(rp, str) else None,
+            yanked=yanked if isinstance(yanked, (bool, str)) else False,
+            metadata_sha256=_hash_of(meta),
+            size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+            upload_time=upload_time if isinstance(upload_time, str) else None,
+        )
+        if record:
+            files.append(record)
+    return files
+
+
+class _Anchors(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.anchors: list[tuple[dict[str, str | None], str]] = []
+        self._open: dict[str, str | None] | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._open, self._text = dict(attrs), []
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._open is not None:
+            self.anchors.append((self._open, "".join(self._text).strip()))
+            self._open = None
+
+
+def _fragment_hash(fragment: str, name: str) -> str | None:
+    key, _, value = fragment.partition("=")
+    return value.lower() if key == name and len(value) == 64 else None
+
+
+def parse_html_listing(project: str, body: bytes, page_url: str) -> list[UpstreamFile]:
+    parser = _Anchors()
+    try:
+        parser.feed(body.decode("utf-8"))
+        parser.close()
+    except (UnicodeDecodeError, AssertionError) as exc:
+        raise UpstreamError(f"Malformed HTML listing from upstream for {project!r}: {exc}") \
+            from None
+    files = []
+    for attrs, text in parser.anchors:
+        href = attrs.get("href")
+        if not href:
+            continue
+        url = urljoin(page_url, href)
+        base, _, fragment = url.partition("#")
+        filename = urlsplit(base).path.rsplit("/", 1)[-1] or text
+        yanked_attr = attrs.get("data-yanked")
+        meta = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
+        record = _checked(
+            project, filename, base,
+            sha256=_fragment_hash(fragment, "sha256"),
+            requires_python=attrs.get("data-requires-python"),
+            yanked=(yanked_attr or True) if yanked_attr is not None else False,
+            metadata_sha256=_fragment_hash(meta, "sha256") if meta else None,
+        )
+        if record:
+            files.append(record)
+    return files
+
+
+# -- HTTP ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Response:
+    status: int
+    headers: http.client.HTTPMessage
+    url: str
+    conn: http.client.HTTPConnection
+    resp: http.client.HTTPResponse
+    deadline: float
+    chunks: list[bytes] = field(default_factory=list)
+
+    def iter_body(self, cap: int) -> Iterator[bytes]:
+        encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise UpstreamError(f"Upstream sent Content-Encoding {encoding!r} for {self.url}")
+        declared = self.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > cap:
+            raise UpstreamError(f"Upstream answer too large ({declared} bytes) for {self.url}")
+        total = 0
+        while True:
+            if time.monotonic() > self.deadline:
+                raise UpstreamTimeout(f"Upstream too slow: {self.url}")
+            try:
+                block = self.resp.read1(CHUNK) if hasattr(self.resp, "read1") else \
+                    self.resp.read(CHUNK)
+            except TimeoutError:
+                raise UpstreamTimeout(f"Upstream timed out reading {self.url}") from None
+            except (http.client.IncompleteRead, OSError) as exc:
+                raise UpstreamError(f"Upstream broke off {self.url}: {exc}") from None
+            if not block:
+                break
+            total += len(block)
+            if total > cap:
+                raise UpstreamError(f"Upstream answer too large (over {cap} bytes): {self.url}")
+            yield block
+        if declared and declared.isdigit() and total != int(declared):
+            raise UpstreamError(f"Upstream answer truncated: {total} of {declared} bytes "
+                                f"from {self.url}")
+
+    def read(self, cap: int) -> bytes:
+        return b"".join(self.iter_body(cap))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Upstream:
+    """A client for one upstream index."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.timeout = timeout
+        self.total = timeout * 3
+
+    def project_url(self, project: str) -> str:
+        return f"{self.base_url}{project}/"
+
+    def _open(self, url: str, headers: Mapping[str, str], deadline: float) -> _Response:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UpstreamError(f"Not an http(s) URL: {url!r}")
+        timeout = max(0.1, min(self.timeout, deadline - time.monotonic()))
+        conn: http.client.HTTPConnection
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
+                                               context=ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        try:
+            conn.request("GET", path, headers={"User-Agent": USER_AGENT,
+                                               "Accept-Encoding": "identity", **headers})
+            resp = conn.getresponse()
+        except TimeoutError:
+            conn.close()
+            raise UpstreamTimeout(f"Upstream timed out: {url}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise UpstreamError(f"Upstream unreachable: {url}: {exc}") from None
+        return _Response(resp.status, resp.headers, url, conn, resp, deadline)
+
+    def get(self, url: str, headers: Mapping[str, str] | None = None) -> _Response:
+        """GET following at most MAX_REDIRECTS redirects (http/https only)."""
+        deadline = time.monotonic() + self.total
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = self._open(url, headers or {}, deadline)
+            if resp.status in (301, 302, 303, 307, 308):
+                location = resp.headers.get("Location", "")
+                resp.close()
+                if not location:
+                    raise UpstreamError(f"Upstream redirect without Location: {url}")
+                url = urljoin(url, location)
+                continue
+            return resp
+        raise UpstreamError(f"Upstream redirected more than {MAX_REDIRECTS} times: {url}")
+
+    def fetch_listing(self, project: str, previous: UpstreamListing | None = None
+                      ) -> UpstreamListing:
+        """The project's page. ``found=False`` when the upstream does not know it."""
+        url = self.project_url(project)
+        headers = {"Accept": ACCEPT}
+        if previous and previous.found and previous.etag:
+            headers["If-None-Match"] = previous.etag
+        if previous and previous.found and previous.last_modified:
+            headers["If-Modified-Since"] = previous.last_modified
+        resp = self.get(url, headers)
+        try:
+            final_segment = urlsplit(resp.url).path.rstrip("/").rsplit("/", 1)[-1]
+            if canonicalize_name(final_segment) != project:
+                raise UpstreamError(f"Upstream redirected {project!r} to another project: "
+                                    f"{resp.url}")
+            if resp.status == 304 and previous:
+                return UpstreamListing(project, previous.url, previous.found, previous.files,
+                                       time.time(), previous.etag, previous.last_modified)
+            if resp.status == 404:
+                return UpstreamListing(project, resp.url, False, fetched=time.time())
+            if resp.status != 200:
+                raise UpstreamError(f"Upstream answered {resp.status} for {url}")
+            body = resp.read(MAX_LISTING_BYTES)
+            ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if ctype == "application/vnd.pypi.simple.v1+json":
+                files = parse_json_listing(project, body, resp.url)
+            elif ctype in ("text/html", "application/vnd.pypi.simple.v1+html"):
+                files = parse_html_listing(project, body, resp.url)
+            else:
+                raise UpstreamError(f"Upstream answered {ctype or 'no type'!r} for {url}")
+            return UpstreamListing(project, resp.url, True, tuple(files), time.time(),
+                                   resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
+        finally:
+            resp.close()
+
+    def fetch_file(self, entry: UpstreamFile, out: IO[bytes], cap: int) -> tuple[str, int]:
+        """Stream a listed file into ``out``; check its size and sha256 against the listing."""
+        if not entry.sha256:
+            raise UpstreamError(f"Upstream listing gives no sha256 for {entry.filename!r}")
+        resp = self.get(entry.url)
+        try:
+            if resp.status != 200:
+                raise UpstreamError(f"Upstream answered {resp.status} for {entry.filename!r}")
+            digest, size = hashlib.sha256(), 0
+            limit = entry.size if entry.size is not None else cap
+            for block in resp.iter_body(min(limit, cap)):
+                digest.update(block)
+                size += len(block)
+                out.write(block)
+        finally:
+            resp.close()
+        if entry.size is not None and size != entry.size:
+            raise UpstreamError(f"Upstream sent {size} bytes for {entry.filename!r}, listed "
+                                f"{entry.size}")
+        if digest.hexdigest() != entry.sha256:
+            raise UpstreamError(f"Upstream sent other bytes for {entry.filename!r} "
+                                "(sha256 differs from its listing)")
+        return digest.hexdigest(), size
+
+    def reachable(self) -> bool:
+        try:
+            resp = self.get(self.base_url, {"Accept": ACCEPT})
+            resp.close()
+            return resp.status < 500
+        except UpstreamError:
+            return False
 
 
 def pip_index_url() -> str:
@@ -25,5 +379,13 @@ def pip_index_url() -> str:
     return str(PyPI.simple_url)
 
 
+_resolved: dict[str, str] = {}
+
+
 def upstream_url(configured: str) -> str:
-    return configured or pip_index_url()
+    """``upstream.url``, or when empty the index pip uses (asked once per process)."""
+    if configured:
+        return configured
+    if "" not in _resolved:
+        _resolved[""] = pip_index_url()
+    return _resolved[""]

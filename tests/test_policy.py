@@ -1,0 +1,154 @@
+"""The dependency-confusion rule at upload time, overlay listings, stale-if-error refresh."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_config
+from distfactory import wheel_bytes, wheel_name
+from fake_upstream import FakeUpstream, running_upstream
+from pypi_fallback.app import make_app
+from pypi_fallback.config import Settings, load_settings
+from pypi_fallback.regen import regenerate
+from test_upload import post, snapshot
+from webtest import TestApp
+
+POLICY = '[policy]\noverlay = ["requests"]\nprivate = ["secret-*"]\n'
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    with running_upstream() as up:
+        for version in ("2.0", "2.1"):
+            up.add("requests", wheel_name("requests", version), wheel_bytes("requests", version))
+        up.add("acme-internal", wheel_name("acme-internal", "99.0"),
+               wheel_bytes("acme-internal", "99.0"))
+        up.add("left-pad", wheel_name("left-pad", "1.0"), wheel_bytes("left-pad", "1.0"))
+        yield up
+
+
+@pytest.fixture
+def settings(tmp_path: Path, upstream: FakeUpstream) -> Settings:
+    return load_settings(write_config(tmp_path, POLICY, upstream=upstream.simple_url, ttl=0))
+
+
+@pytest.fixture
+def app(settings: Settings) -> TestApp:
+    return TestApp(make_app(settings))
+
+
+def claims(settings: Settings) -> dict[str, str]:
+    lines = (settings.state / "claims.map").read_text().splitlines()
+    return dict(line.split(" ", 1) for line in lines if not line.startswith("#"))
+
+
+def audit(settings: Settings) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in
+            (settings.state / "audit.jsonl").read_text().splitlines()]
+
+
+def page(settings: Settings, repo: str, project: str) -> dict[str, Any]:
+    return json.loads((settings.root / repo / project / "index.v1_json").read_text())
+
+
+def test_new_name_unknown_upstream_is_claimed(app: TestApp, settings: Settings,
+                                              upstream: FakeUpstream) -> None:
+    post(app, "dev", wheel_name("acme-tools", "1.0"), wheel_bytes("acme-tools", "1.0"),
+         status=200)
+    assert claims(settings) == {"acme-tools": "unknown upstream"}
+    assert audit(settings)[-1]["claim"] == "unknown upstream"
+    upstream.requests.clear()
+    post(app, "dev", wheel_name("acme-tools", "1.1"), wheel_bytes("acme-tools", "1.1"),
+         status=200)
+    assert upstream.requests == []  # a claimed name is never asked about again
+
+
+def test_public_name_outside_overlay_is_refused(app: TestApp, settings: Settings) -> None:
+    before = snapshot(settings)
+    resp = post(app, "dev", wheel_name("acme-internal", "1.0"),
+                wheel_bytes("acme-internal", "1.0"), status=403)
+    assert "public project on the upstream" in resp.status
+    assert "policy.overlay" in resp.status and str(settings.source) in resp.text
+    assert snapshot(settings) == before
+
+
+def test_private_name_is_claimed_without_asking(app: TestApp, settings: Settings,
+                                                upstream: FakeUpstream) -> None:
+    post(app, "dev", wheel_name("secret-sauce", "1.0"), wheel_bytes("secret-sauce", "1.0"),
+         status=200)
+    assert claims(settings)["secret-sauce"].startswith("private")
+    assert not upstream.requested("secret-sauce")
+
+
+@pytest.mark.parametrize("fault", ["blackhole", "503"])
+def test_upstream_down_at_first_upload_claims_to_fail_safe(
+        app: TestApp, settings: Settings, upstream: FakeUpstream, fault: str) -> None:
+    upstream.fault = fault
+    post(app, "dev", wheel_name("left-pad", "2.0"), wheel_bytes("left-pad", "2.0"),
+         status=200)
+    assert "fail safe" in claims(settings)["left-pad"]
+    assert "could not be asked" in audit(settings)[-1]["claim"]
+
+
+def test_overlay_listing_merges_upstream_with_its_metadata(app: TestApp, settings: Settings,
+                                                           upstream: FakeUpstream) -> None:
+    local = wheel_bytes("requests", "2.1", payload=b"# patched here\n")
+    post(app, "dev", wheel_name("requests", "2.1"), local, status=200)
+    post(app, "dev", wheel_name("requests", "2.2"), wheel_bytes("requests", "2.2"), status=200)
+    assert "requests" not in claims(settings)
+    listing = page(settings, "dev", "requests")
+    assert listing["meta"]["tracks"] == [f"{upstream.simple_url}requests/"]
+    files = {f["filename"]: f for f in listing["files"]}
+    assert sorted(files) == [wheel_name("requests", v) for v in ("2.0", "2.1", "2.2")]
+    assert files[wheel_name("requests", "2.1")]["url"] == wheel_name("requests", "2.1")  # local
+    remote = files[wheel_name("requests", "2.0")]
+    assert remote["url"] == f"{upstream.base}/files/{wheel_name('requests', '2.0')}"
+    assert remote["requires-python"] == ">=3.8"
+    assert remote["upload-time"] == "2025-01-02T03:04:05.000000Z"
+    assert remote["size"] == len(upstream.files["requests"][wheel_name("requests", "2.0")])
+    html = (settings.root / "dev" / "requests" / "index.html").read_text()
+    assert f'<meta name="pypi:tracks" content="{upstream.simple_url}requests/">' in html
+
+
+def run_refresh(settings: Settings) -> Any:
+    return regenerate(settings, refresh_upstream=True)
+
+
+def test_refresh_keeps_last_good_copy_and_picks_up_new_versions(
+        app: TestApp, settings: Settings, upstream: FakeUpstream) -> None:
+    post(app, "dev", wheel_name("requests", "2.2"), wheel_bytes("requests", "2.2"), status=200)
+    before = [f["filename"] for f in page(settings, "dev", "requests")["files"]]
+    assert len(before) == 3
+
+    for fault in ("503", "malformed-json", "truncated"):
+        upstream.fault = fault
+        report = run_refresh(settings)
+        assert not report.ok and "requests" in report.upstream_errors[0]
+        assert [f["filename"] for f in page(settings, "dev", "requests")["files"]] == before
+
+    upstream.fault = None
+    upstream.add("requests", wheel_name("requests", "2.3"), wheel_bytes("requests", "2.3"))
+    report = run_refresh(settings)
+    assert report.ok
+    after = [f["filename"] for f in page(settings, "dev", "requests")["files"]]
+    assert wheel_name("requests", "2.3") in after
+
+
+def test_regen_index_cli_reports_upstream_errors(app: TestApp, settings: Settings,
+                                                 upstream: FakeUpstream) -> None:
+    import subprocess
+    import sys
+
+    post(app, "dev", wheel_name("requests", "2.2"), wheel_bytes("requests", "2.2"), status=200)
+    upstream.fault = "503"
+    script = Path(__file__).resolve().parent.parent / "scripts" / "regen-index"
+    result = subprocess.run([sys.executable, str(script), "--config", str(settings.source),
+                             "--refresh-upstream"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ})
+    assert result.returncode == 1
+    assert "upstream: requests: Upstream answered 503" in result.stderr
