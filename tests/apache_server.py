@@ -70,12 +70,12 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 15)
 
 @contextmanager
 def deployed(upstream: FakeUpstream, extra_config: str = "",
-             extra_apache: str = "") -> Iterator[Deployment]:
+             extra_apache: str = "", mode: str = "redirect") -> Iterator[Deployment]:
     home = Path(tempfile.mkdtemp(prefix="pf-it-", dir="/var/tmp"))
     os.chmod(home, 0o755)
     proc = None
     try:
-        config = write_config(home, extra_config, upstream=upstream.simple_url)
+        config = write_config(home, extra_config, upstream=upstream.simple_url, mode=mode)
         if os.geteuid() == 0:
             for sub in ("www", "state"):
                 shutil.chown(home / sub, "www-data", "www-data")

@@ -13,7 +13,7 @@ import html
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -28,6 +28,7 @@ class FakeUpstream:
         self.fault: str | None = None
         self.json = True
         self.base = ""
+        self.stop: Callable[[], None] = lambda: None
 
     @property
     def simple_url(self) -> str:
@@ -163,9 +164,18 @@ def running_upstream() -> Iterator[FakeUpstream]:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()
+    stopped = []
+
+    def stop() -> None:
+        """Take the upstream off the network: connections are refused from now on."""
+        if not stopped:
+            stopped.append(True)
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=10)
+
+    upstream.stop = stop
     try:
         yield upstream
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+        stop()

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.apache
 def upstream() -> Iterator[FakeUpstream]:
     with running_upstream() as up:
         up.add("public-lib", wheel_name("public-lib", "3.0"), wheel_bytes("public-lib", "3.0"))
+        up.add("overlay-lib", wheel_name("overlay-lib", "1.0"), wheel_bytes("overlay-lib", "1.0"))
         yield up
 
 
@@ -29,7 +30,7 @@ def site(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[Deployment]:
     """dev holds acme-app (uploaded by alice), stable holds acme-lib (uploaded by carol);
     both names were unknown upstream when first uploaded, so they are claimed."""
-    with deployed(upstream, '[policy]\nprivate = ["secret-*"]\n') as d:
+    with deployed(upstream, '[policy]\nprivate = ["secret-*"]\noverlay = ["overlay-lib"]\n') as d:
         dist = tmp_path_factory.mktemp("dist")
         app = write_wheel(dist / "app", "acme-app", "1.0")
         lib = write_wheel(dist / "lib", "acme-lib", "1.0")
@@ -238,3 +239,20 @@ def test_sdist_upload_through_apache_keeps_bytes(site: Deployment, tmp_path: Pat
     assert result.returncode == 0, result.stdout + result.stderr + site.error_log()
     assert (site.settings.root / "dev" / "acme-bytes" / path.name).read_bytes() == \
         path.read_bytes()
+
+
+@pytest.mark.parametrize("client", ["pip", "uv"])
+def test_overlay_lists_local_and_upstream_versions(site: Deployment, tmp_path: Path,
+                                                   client: str) -> None:
+    local = tmp_path / "dist"
+    wheel = write_wheel(local, "overlay-lib", "1.1")
+    result = twine_upload(site.url("dev"), "alice", USERS["alice"], wheel)
+    assert result.returncode == 0 or "already there" in result.stdout, result.stdout
+    install = pip_install if client == "pip" else uv_install
+    for spec, expected in [("overlay-lib==1.0", "overlay_lib-1.0.dist-info"),  # upstream's
+                           ("overlay-lib==1.1", "overlay_lib-1.1.dist-info"),  # ours
+                           ("overlay-lib", "overlay_lib-1.1.dist-info")]:
+        target = tmp_path / f"t-{spec}"
+        done = install(site.url("dev"), target, spec)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert installed(target) == [expected]

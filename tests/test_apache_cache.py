@@ -1,0 +1,114 @@
+"""Integration, fallback.mode = "cache": real Apache, real pip and uv, a fake upstream that
+goes away; the local copy keeps installs working."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from apache_server import Deployment, deployed
+from clients import pip_install, raw_get, uv_install
+from distfactory import wheel_bytes, wheel_name
+from fake_upstream import running_upstream
+
+pytestmark = pytest.mark.apache
+PACKAGES = [f"pkg-{c}" for c in "abcde"]
+
+
+@pytest.fixture
+def cache_site() -> Iterator[Deployment]:
+    with running_upstream() as up:
+        for name in [*PACKAGES, "lazy-pkg", "bad-bytes", "busy-pkg"]:
+            up.add(name, wheel_name(name, "1.0"), wheel_bytes(name, "1.0",
+                                                              payload=b"#" * 50_000))
+        with deployed(up, '[policy]\nprivate = ["secret-*"]\n', mode="cache") as d:
+            yield d
+
+
+def installed(target: Path) -> list[str]:
+    return sorted(p.name for p in target.iterdir() if p.name.endswith(".dist-info"))
+
+
+def test_installs_keep_working_when_the_upstream_is_gone(cache_site: Deployment,
+                                                         tmp_path: Path) -> None:
+    expected = [f"{p.replace('-', '_')}-1.0.dist-info" for p in PACKAGES]
+    first = pip_install(cache_site.url("dev"), tmp_path / "first", *PACKAGES)
+    assert first.returncode == 0, first.stdout + first.stderr + cache_site.error_log()
+    assert installed(tmp_path / "first") == expected
+    cached = cache_site.settings.root / "+upstream"
+    for name in PACKAGES:
+        assert (cached / name / wheel_name(name, "1.0")).exists()
+        assert (cached / name / "index.v1_json").exists()
+
+    cache_site.upstream.stop()
+    for client, install in (("pip", pip_install), ("uv", uv_install)):
+        again = install(cache_site.url("dev"), tmp_path / client, *PACKAGES)
+        assert again.returncode == 0, again.stdout + again.stderr + cache_site.error_log()
+        assert installed(tmp_path / client) == expected
+
+
+def test_cache_mode_listing_links_through_this_server(cache_site: Deployment) -> None:
+    status, headers, _ = raw_get(cache_site.url("dev") + "lazy-pkg/")
+    assert status == 302
+    assert headers["Location"] == cache_site.origin + "/pypi/+upstream/lazy-pkg/"
+    status, headers, body = raw_get(cache_site.origin + "/pypi/+upstream/lazy-pkg/",
+                                    headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    assert status == 200, body
+    assert b'"url":"../../+upstream/lazy-pkg/lazy_pkg-1.0-py3-none-any.whl"' in body
+    assert str(cache_site.upstream.base).encode() not in body
+
+
+def test_one_download_per_file_under_concurrent_requests(cache_site: Deployment) -> None:
+    raw_get(cache_site.origin + "/pypi/+upstream/busy-pkg/")
+    name = wheel_name("busy-pkg", "1.0")
+    cache_site.upstream.requests.clear()
+    results: list[tuple[int, bytes]] = []
+
+    def get() -> None:
+        status, _, body = raw_get(cache_site.origin + f"/pypi/+upstream/busy-pkg/{name}")
+        results.append((status, body))
+
+    threads = [threading.Thread(target=get) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    expected = cache_site.upstream.files["busy-pkg"][name]
+    assert results == [(200, expected)] * 8
+    assert [p for p in cache_site.upstream.requests if p.endswith(name)] == [f"/files/{name}"]
+
+
+def test_wrong_bytes_from_upstream_are_not_published(cache_site: Deployment) -> None:
+    raw_get(cache_site.origin + "/pypi/+upstream/bad-bytes/")
+    name = wheel_name("bad-bytes", "1.0")
+    cache_site.upstream.fault = "wrong-bytes"
+    status, _, body = raw_get(cache_site.origin + f"/pypi/+upstream/bad-bytes/{name}")
+    assert status == 502 and b"sha256 differs" in body
+    folder = cache_site.settings.root / "+upstream" / "bad-bytes"
+    assert not (folder / name).exists()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(("fault", "status"), [("blackhole", 504), ("503", 502)])
+def test_uncached_project_with_upstream_down_fails_in_time(cache_site: Deployment,
+                                                           fault: str, status: int) -> None:
+    cache_site.upstream.fault = fault
+    started = time.monotonic()
+    got, _, _ = raw_get(cache_site.origin + "/pypi/+upstream/pkg-a/")
+    assert got == status
+    assert time.monotonic() - started < 3 * cache_site.settings.upstream_timeout + 2
+
+
+def test_claimed_and_private_names_never_reach_the_upstream(cache_site: Deployment) -> None:
+    cache_site.upstream.add("secret-x", wheel_name("secret-x", "1.0"),
+                            wheel_bytes("secret-x", "1.0"))
+    cache_site.upstream.requests.clear()
+    for path in ("/pypi/dev/secret-x/", "/pypi/+upstream/secret-x/",
+                 f"/pypi/+upstream/secret-x/{wheel_name('secret-x', '1.0')}",
+                 "/pypi/+app/+cache/secret-x/"):
+        status, headers, _ = raw_get(cache_site.origin, path)
+        assert status == 404, path
+    assert cache_site.upstream.requests == []
