@@ -152,3 +152,9 @@ def test_regen_index_cli_reports_upstream_errors(app: TestApp, settings: Setting
                             env={**os.environ})
     assert result.returncode == 1
     assert "upstream: requests: Upstream answered 503" in result.stderr
+
+
+def test_health_reports_upstream(settings: Settings, upstream: FakeUpstream) -> None:
+    assert TestApp(make_app(settings)).get("/pypi/+health").json["upstream_reachable"] is True
+    upstream.fault = "503"
+    assert TestApp(make_app(settings)).get("/pypi/+health").json["upstream_reachable"] is False
