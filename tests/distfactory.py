@@ -45,7 +45,10 @@ def wheel_bytes(name: str, version: str, *, requires_python: str | None = None,
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path, data in files.items():
             if path.rsplit("/", 1)[-1] not in omit:
-                zf.writestr(path, data)
+                # a fixed timestamp: the same arguments always give the same bytes
+                info = zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, data)
     return buf.getvalue()
 
 

@@ -35,6 +35,10 @@ def _run(prog: str, body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        print(f"{prog}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return EXIT_PARTIAL
 
 
 def become_owner_of_state(settings: Settings) -> None:
@@ -199,3 +203,186 @@ def _group_name(gid: int) -> str | None:
         return grp.getgrgid(gid).gr_name if gid else None
     except KeyError:
         return None
+
+
+# -- the QC workflow ---------------------------------------------------------------------------
+
+
+def operator_name() -> str:
+    """Who runs the command: the user behind sudo, else the login name."""
+    import getpass
+
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+def _qc_command(prog: str, description: str, add: Callable[[argparse.ArgumentParser], None],
+                run: Callable[[Settings, argparse.Namespace, str], int],
+                argv: Sequence[str] | None,
+                prepare: Callable[[argparse.Namespace], None] | None = None) -> int:
+    """Parse, load the config, read the operator's input files (``prepare``), then act as
+    the owner of the state folder and ``run``."""
+    parser = _parser(prog, description)
+    add(parser)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        settings = load_settings(args.config)
+        operator = operator_name()
+        if prepare:
+            prepare(args)
+        become_owner_of_state(settings)
+        return run(settings, args, operator)
+
+    return _run(prog, body)
+
+
+def _progress(prog: str) -> Callable[[int, int, str], None]:
+    def show(done: int, total: int, what: str) -> None:
+        if sys.stderr.isatty():
+            end = "\n" if done >= total else ""
+            sys.stderr.write(f"\r{prog}: {done}/{total} {what[:60]:<60}{end}")
+            sys.stderr.flush()
+
+    return show
+
+
+def promote_main(argv: Sequence[str] | None = None) -> int:
+    from .qc import promote
+
+    def add(p: argparse.ArgumentParser) -> None:
+        p.add_argument("spec", metavar="PROJECT==VERSION")
+        p.add_argument("--from", dest="src", default="dev", help="source repo (default: dev)")
+        p.add_argument("--to", dest="dst", default="stable", help="target repo (default: stable)")
+
+    def run(settings: Settings, args: argparse.Namespace, operator: str) -> int:
+        outcome = promote(settings, args.spec, args.src, args.dst, operator)
+        for name in outcome.copied:
+            print(f"promoted {args.src} -> {args.dst}: {name}")
+        if not outcome.copied:
+            print(f"promote: {args.spec} is already in {args.dst}; nothing to do")
+        return EXIT_OK
+
+    return _qc_command("promote", "Copy every file of a release from one repo to another.",
+                       add, run, argv)
+
+
+def _yank(argv: Sequence[str] | None, undo: bool) -> int:
+    from .qc import yank
+
+    prog = "unyank" if undo else "yank"
+
+    def add(p: argparse.ArgumentParser) -> None:
+        p.add_argument("spec", metavar="PROJECT==VERSION")
+        if not undo:
+            p.add_argument("--reason", required=True, metavar="TEXT",
+                           help="shown to installers (PEP 592)")
+        p.add_argument("--repo", help="only in this repo (default: every repo holding it)")
+
+    def run(settings: Settings, args: argparse.Namespace, operator: str) -> int:
+        for name in yank(settings, args.spec, getattr(args, "reason", None), args.repo,
+                         operator, undo=undo):
+            print(f"{prog}ed {name}")
+        return EXIT_OK
+
+    return _qc_command(prog, ("Clear the yank mark of a release." if undo else
+                              "Mark a release as yanked (PEP 592)."), add, run, argv)
+
+
+def yank_main(argv: Sequence[str] | None = None) -> int:
+    return _yank(argv, undo=False)
+
+
+def unyank_main(argv: Sequence[str] | None = None) -> int:
+    return _yank(argv, undo=True)
+
+
+def remove_main(argv: Sequence[str] | None = None) -> int:
+    from .qc import remove
+
+    def add(p: argparse.ArgumentParser) -> None:
+        p.add_argument("spec", metavar="PROJECT==VERSION")
+        p.add_argument("--repo", required=True)
+        p.add_argument("--file", help="only this file of the release")
+        p.add_argument("--reason", metavar="TEXT")
+        p.add_argument("--force", action="store_true",
+                       help="needed for a repo others fall back to (stable)")
+
+    def run(settings: Settings, args: argparse.Namespace, operator: str) -> int:
+        for name in remove(settings, args.spec, args.repo, operator, args.force, args.file,
+                           args.reason):
+            print(f"removed {name} (its name can never be used again)")
+        return EXIT_OK
+
+    return _qc_command("remove", "Delete a release from a repo, leaving tombstones.", add, run,
+                       argv)
+
+
+def pin_main(argv: Sequence[str] | None = None) -> int:
+    from .qc import parse_pylock, parse_requirements, pin
+
+    def add(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-r", "--requirements", required=True, metavar="FILE",
+                       help="hash-pinned requirements.txt, or a PEP 751 pylock.toml")
+        p.add_argument("--to", dest="repo", default="stable")
+
+    def read(args: argparse.Namespace) -> None:
+        path = Path(args.requirements)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file")
+        is_lock = path.name == "pylock.toml" or (path.name.startswith("pylock.")
+                                                 and path.suffix == ".toml")
+        args.pins = parse_pylock(path) if is_lock else parse_requirements(path)
+
+    def run(settings: Settings, args: argparse.Namespace, operator: str) -> int:
+        pins = args.pins
+        outcome = pin(settings, pins, args.repo, operator, _progress("pin"))
+        for name in outcome.copied:
+            print(f"pinned into {args.repo}: {name}")
+        print(f"pin: {len(pins)} requirements, {len(outcome.copied)} files copied, "
+              f"{len(outcome.skipped)} already there")
+        return EXIT_OK
+
+    return _qc_command("pin", "Keep local copies of exactly pinned files in a repo.", add, run,
+                       argv, prepare=read)
+
+
+def verify_main(argv: Sequence[str] | None = None) -> int:
+    from .qc import verify
+
+    def add(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--repo", action="append", help="only this repo (repeatable)")
+
+    def run(settings: Settings, args: argparse.Namespace, operator: str) -> int:
+        checked, problems = verify(settings, args.repo, _progress("verify"))
+        for problem in problems:
+            print(problem)
+        print(f"verify: {checked} files checked, {len(problems)} problems",
+              file=sys.stderr)
+        return EXIT_PARTIAL if problems else EXIT_OK
+
+    return _qc_command("verify", "Rehash every published file against what was recorded.",
+                       add, run, argv)
+
+
+def audit_main(argv: Sequence[str] | None = None) -> int:
+    import json
+
+    from .qc import read_audit
+
+    def add(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--project")
+        p.add_argument("--user")
+        p.add_argument("--since", metavar="DATE", help="ISO date or time, UTC (2026-11-01)")
+        p.add_argument("--json", action="store_true", help="one JSON object a line")
+
+    def run(settings: Settings, args: argparse.Namespace, operator: str) -> int:
+        for entry in read_audit(settings, args.project, args.user, args.since):
+            if args.json:
+                print(json.dumps(entry, sort_keys=True))
+            else:
+                print(f"{entry.get('time', '?')}  {entry.get('user') or '-':<10} "
+                      f"{entry.get('action', '?'):<8} {entry.get('repo', '-')}/"
+                      f"{entry.get('filename', '-')}  {str(entry.get('sha256', ''))[:12]}")
+        return EXIT_OK
+
+    return _qc_command("audit", "Read the audit log.", add, run, argv)

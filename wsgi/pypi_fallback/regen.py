@@ -217,7 +217,8 @@ def render_project(settings: Settings, tree: Tree, project: NormalizedName,
             layers.append([FileEntry.from_record(n, r, file_url(repo, holder, project, n))
                            for n, r in files.items()])
         tracked: list[str] = []
-        if settings.is_overlay(project) and settings.reaches_upstream(repo):
+        if settings.reaches_upstream(repo) and is_public(settings, project, [
+                _record(tree, holder, project, records) for holder in settings.chain(repo)]):
             layers.append(mirror.upstream_entries(settings, project))
             tracked = mirror.tracks(settings, project)
         page = build_project_page(project, merge_files(layers), tracked)
@@ -235,6 +236,13 @@ def render_project(settings: Settings, tree: Tree, project: NormalizedName,
         writer.write(tree.record_path(repo, project), dump_record(record))
         report.listings += 1
     return roots_changed
+
+
+def is_public(settings: Settings, project: str, records: Iterable[dict[str, Any]]) -> bool:
+    """A public project published here: an overlay, or one with pinned upstream files.
+    Its listings merge the upstream's files; it is never claimed."""
+    return settings.is_overlay(project) or any(
+        rec.get("pinned") for record in records for rec in record["files"].values())
 
 
 def _record(tree: Tree, repo: str, project: NormalizedName, records: Records) -> dict[str, Any]:
@@ -313,14 +321,15 @@ def regenerate(settings: Settings, repos: Sequence[str] | None = None,
                         writer.write(tree.record_path(repo, project), dump_record(record))
                 roots |= render_project(settings, tree, project, render_repos, records,
                                         writer, report)
-                if any(rec["files"] for rec in records.values()):
+                if any(rec["files"] for rec in records.values()) and \
+                        not is_public(settings, project, records.values()):
                     held.add(project)
             writer.flush()
         report.projects += len(chunk)
         if progress:
             progress(start + len(chunk), len(projects))
     refresh_roots(settings, render_repos if not names else settings.viewers(roots))
-    add_claims(tree, {p: "published" for p in held if not settings.is_overlay(p)})
+    add_claims(tree, {p: "published" for p in held})
     for repo in scan_repos:
         _clean_repo_folder(tree, repo, report)
     write_status(tree, report)

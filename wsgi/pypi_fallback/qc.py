@@ -1,0 +1,420 @@
+"""The QC workflow: promote, yank, remove, pin, verify and read the audit log.
+
+Each change runs under the project lock shared with uploads and regen-index, writes
+atomically, rebuilds the listings it touches and appends to the audit log with the
+operator's identity. Nothing here overwrites a file of the same name with other bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from . import mirror
+from .config import Settings
+from .errors import BadRequest, FileExists, Forbidden, NotFound, PyPIFallbackError
+from .names import NormalizedName, canonicalize_name, parse_dist_filename
+from .regen import Records, Report, refresh_roots, render_project
+from .storage import (
+    Tree,
+    Writer,
+    append_audit,
+    dump_record,
+    link_new,
+    load_record,
+    locked,
+    sha256_file,
+    tmp_path,
+    utc_timestamp,
+)
+from .upstream import Upstream
+
+
+class VerifyFailed(PyPIFallbackError):
+    pass
+
+
+def parse_spec(spec: str) -> tuple[NormalizedName, Version]:
+    """``PROJECT==VERSION`` as typed by a person."""
+    name, sep, version = spec.partition("==")
+    if not sep or not name.strip() or not version.strip():
+        raise BadRequest(f"{spec!r}: expected PROJECT==VERSION")
+    try:
+        return canonicalize_name(name.strip()), Version(version.strip())
+    except InvalidVersion:
+        raise BadRequest(f"{spec!r}: {version.strip()!r} is not a valid version") from None
+
+
+def _release_files(record: dict[str, Any], version: Version) -> list[str]:
+    found = []
+    for name, rec in record["files"].items():
+        with contextlib.suppress(InvalidVersion):
+            if Version(rec["version"]) == version:
+                found.append(name)
+    return sorted(found)
+
+
+def _check_repo(settings: Settings, repo: str) -> None:
+    if repo not in settings.repos:
+        raise NotFound(f"No such repository {repo!r} (known: {', '.join(settings.repos)})")
+
+
+def _rebuild(settings: Settings, tree: Tree, project: NormalizedName, repo: str,
+             records: Records) -> None:
+    roots = render_project(settings, tree, project, settings.dependents(repo), records,
+                           Writer(), Report())
+    if roots:
+        refresh_roots(settings, settings.viewers(roots))
+
+
+def _copy_in(tree: Tree, repo: str, project: NormalizedName, src: Path,
+             metadata: Path | None) -> Path:
+    """Copy ``src`` into ``repo`` (durably, no overwrite) with its metadata file."""
+    folder = tree.project_dir(repo, project)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / src.name
+    tmp = tmp_path(final)
+    try:
+        with open(src, "rb") as fin, open(tmp, "xb") as fout:
+            shutil.copyfileobj(fin, fout, 1024 * 1024)
+            fout.flush()
+            os.fsync(fout.fileno())
+        if not link_new(tmp, final):
+            raise FileExists(f"File already exists: {repo}/{project}/{src.name}")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    if metadata is not None and metadata.exists():
+        Writer().write(final.with_name(final.name + ".metadata"), metadata.read_bytes())
+    return final
+
+
+def _new_entry(rec: dict[str, Any], final: Path, **extra: Any) -> dict[str, Any]:
+    st = final.stat()
+    return {**rec, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "yanked": False, **extra}
+
+
+@dataclass
+class Outcome:
+    copied: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+# -- promote ----------------------------------------------------------------------------------
+
+
+def promote(settings: Settings, spec: str, src: str, dst: str, operator: str) -> Outcome:
+    """Copy every file of a release from ``src`` to ``dst``, hashes verified."""
+    project, version = parse_spec(spec)
+    _check_repo(settings, src)
+    _check_repo(settings, dst)
+    if src == dst:
+        raise BadRequest("--from and --to name the same repository")
+    tree = Tree.of(settings)
+    outcome = Outcome()
+    with locked(tree, project):
+        records: Records = {(r, project): load_record(tree, r, project) for r in settings.repos}
+        source, target = records[(src, project)], records[(dst, project)]
+        names = _release_files(source, version)
+        if not names:
+            raise NotFound(f"No files of {project}=={version} in {src}")
+        for name in names:
+            rec = source["files"][name]
+            path = tree.project_dir(src, project) / name
+            if not path.exists() or sha256_file(path) != rec["sha256"]:
+                raise VerifyFailed(f"{src}/{project}/{name} is missing or differs from its "
+                                   "recorded sha256; run verify")
+            there = target["files"].get(name)
+            if there and there["sha256"] == rec["sha256"]:
+                outcome.skipped.append(name)
+                continue
+            if there or name in target["tombstones"]:
+                raise FileExists(f"File already exists: {dst}/{project}/{name} with other "
+                                 "contents (or removed); nothing promoted")
+        for name in names:
+            if name in outcome.skipped:
+                continue
+            rec = source["files"][name]
+            folder = tree.project_dir(src, project)
+            final = _copy_in(tree, dst, project, folder / name,
+                             folder / f"{name}.metadata" if rec.get("metadata_sha256") else None)
+            target["files"][name] = _new_entry(rec, final, promoted_from=src)
+            outcome.copied.append(name)
+            append_audit(tree, {"time": utc_timestamp(), "user": operator, "action": "promote",
+                                "repo": dst, "from": src, "project": project, "filename": name,
+                                "sha256": rec["sha256"], "size": rec["size"]})
+        if outcome.copied:
+            Writer().write(tree.record_path(dst, project), dump_record(target))
+            _rebuild(settings, tree, project, dst, records)
+    return outcome
+
+
+# -- yank, unyank, remove --------------------------------------------------------------------
+
+
+def _repos_holding(settings: Settings, tree: Tree, project: NormalizedName, version: Version,
+                   repo: str | None) -> list[str]:
+    repos = [repo] if repo else list(settings.repos)
+    for r in repos:
+        _check_repo(settings, r)
+    return [r for r in repos if _release_files(load_record(tree, r, project), version)]
+
+
+def yank(settings: Settings, spec: str, reason: str | None, repo: str | None, operator: str,
+         undo: bool = False) -> list[str]:
+    """PEP 592: mark (or unmark) every file of a release as yanked; returns the files."""
+    project, version = parse_spec(spec)
+    tree = Tree.of(settings)
+    changed = []
+    with locked(tree, project):
+        holders = _repos_holding(settings, tree, project, version, repo)
+        if not holders:
+            raise NotFound(f"No files of {project}=={version}"
+                           f"{' in ' + repo if repo else ''}")
+        for r in holders:
+            records: Records = {}
+            record = records[(r, project)] = load_record(tree, r, project)
+            for name in _release_files(record, version):
+                record["files"][name]["yanked"] = False if undo else (reason or True)
+                changed.append(f"{r}/{project}/{name}")
+                append_audit(tree, {"time": utc_timestamp(), "user": operator,
+                                    "action": "unyank" if undo else "yank", "repo": r,
+                                    "project": project, "filename": name, "reason": reason})
+            Writer().write(tree.record_path(r, project), dump_record(record))
+            _rebuild(settings, tree, project, r, records)
+    return changed
+
+
+def remove(settings: Settings, spec: str, repo: str, operator: str, force: bool = False,
+           filename: str | None = None, reason: str | None = None) -> list[str]:
+    """Delete a release (or one file of it) from ``repo``, leaving tombstones: the names
+    are never published again. A repo others fall back to needs ``force``."""
+    project, version = parse_spec(spec)
+    _check_repo(settings, repo)
+    if len(settings.dependents(repo)) > 1 and not force:
+        raise Forbidden(f"{repo} is a repository others fall back to; removing from it needs "
+                        "--force (consider yank instead)")
+    tree = Tree.of(settings)
+    with locked(tree, project):
+        records: Records = {}
+        record = records[(repo, project)] = load_record(tree, repo, project)
+        names = _release_files(record, version)
+        if filename:
+            if filename not in names:
+                raise NotFound(f"{filename!r} is not a file of {project}=={version} in {repo}")
+            names = [filename]
+        if not names:
+            raise NotFound(f"No files of {project}=={version} in {repo}")
+        folder = tree.project_dir(repo, project)
+        writer = Writer()
+        for name in names:
+            old = record["files"].pop(name)
+            record["tombstones"][name] = {"sha256": old["sha256"], "time": utc_timestamp(),
+                                          "why": reason or "removed", "by": operator}
+            writer.remove(folder / name)
+            writer.remove(folder / f"{name}.metadata")
+            append_audit(tree, {"time": utc_timestamp(), "user": operator, "action": "remove",
+                                "repo": repo, "project": project, "filename": name,
+                                "sha256": old["sha256"], "reason": reason})
+        writer.write(tree.record_path(repo, project), dump_record(record))
+        _rebuild(settings, tree, project, repo, records)
+    return [f"{repo}/{project}/{n}" for n in names]
+
+
+# -- pin -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pin:
+    project: NormalizedName
+    version: Version
+    hashes: frozenset[str]
+    where: str  # "requirements.txt:12"
+
+
+def parse_requirements(path: Path) -> list[Pin]:
+    """pip's hash-pinned format: ``name==version --hash=sha256:… [--hash=…]``, one a line
+    (backslash continuations, comments). Anything not pinned and hashed is an error."""
+    pins: list[Pin] = []
+    lines = path.read_text().splitlines()
+    i = 0
+    while i < len(lines):
+        start = i + 1
+        line = lines[i]
+        while line.rstrip().endswith("\\") and i + 1 < len(lines):
+            i += 1
+            line = line.rstrip()[:-1] + " " + lines[i]
+        i += 1
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{path.name}:{start}"
+        if line.startswith("-"):
+            raise BadRequest(f"{where}: options are not supported here: {line.split()[0]}")
+        words = line.split()
+        spec, options = words[0], words[1:]
+        if ";" in spec or "@" in spec or "[" in spec or "==" not in spec:
+            raise BadRequest(f"{where}: {spec!r} is not pinned as NAME==VERSION")
+        hashes = set()
+        for opt in options:
+            key, _, value = opt.partition("=")
+            algo, _, digest = value.partition(":")
+            if key != "--hash" or algo != "sha256" or len(digest) != 64:
+                raise BadRequest(f"{where}: {opt!r}: only --hash=sha256:<64 hex> is taken")
+            hashes.add(digest.lower())
+        if not hashes:
+            raise BadRequest(f"{where}: {spec!r} has no --hash=sha256:…")
+        project, version = parse_spec(spec)
+        pins.append(Pin(project, version, frozenset(hashes), where))
+    return pins
+
+
+def parse_pylock(path: Path) -> list[Pin]:
+    """PEP 751 ``pylock.toml``: every package with a version and sha256 hashes."""
+    import tomllib
+
+    data = tomllib.loads(path.read_text())
+    pins = []
+    for n, pkg in enumerate(data.get("packages", []), 1):
+        where = f"{path.name}: packages[{n}]"
+        if "name" not in pkg or "version" not in pkg:
+            raise BadRequest(f"{where}: needs name and version")
+        files = [*pkg.get("wheels", []), *([pkg["sdist"]] if "sdist" in pkg else [])]
+        hashes = {f.get("hashes", {}).get("sha256", "").lower() for f in files} - {""}
+        if not hashes:
+            raise BadRequest(f"{where}: {pkg['name']} has no sha256 hashes")
+        project, version = parse_spec(f"{pkg['name']}=={pkg['version']}")
+        pins.append(Pin(project, version, frozenset(hashes), where))
+    return pins
+
+
+Progress = Callable[[int, int, str], None]
+
+
+def pin(settings: Settings, pins: list[Pin], repo: str, operator: str,
+        progress: Progress | None = None) -> Outcome:
+    """Copy each pinned file (by its hash) into ``repo``: from a local repo if one holds it,
+    else through the upstream cache; kept for good, whatever the upstream does later."""
+    _check_repo(settings, repo)
+    tree = Tree.of(settings)
+    upstream = mirror.make_upstream(settings)
+    outcome = Outcome()
+    for n, item in enumerate(pins, 1):
+        if progress:
+            progress(n, len(pins), f"{item.project}=={item.version}")
+        with locked(tree, item.project):
+            records: Records = {(r, item.project): load_record(tree, r, item.project)
+                                for r in settings.repos}
+            target = records[(repo, item.project)]
+            wanted = set(item.hashes)
+            for name, rec in target["files"].items():
+                if rec["sha256"] in wanted:
+                    wanted.discard(rec["sha256"])
+                    outcome.skipped.append(f"{item.project}/{name}")
+            for digest in sorted(wanted):
+                name, src, rec = _find_pinned(settings, tree, upstream, item, digest, records)
+                if name in target["files"] or name in target["tombstones"]:
+                    raise FileExists(f"{item.where}: {repo}/{item.project}/{name} exists with "
+                                     "other contents (or was removed)")
+                final = _copy_in(tree, repo, item.project, src, None)
+                if sha256_file(final) != digest:  # paranoia: the copy is what was pinned
+                    raise VerifyFailed(f"{item.where}: copy of {name} does not match its hash")
+                target["files"][name] = _new_entry(rec, final, pinned=True)
+                outcome.copied.append(f"{item.project}/{name}")
+                append_audit(tree, {"time": utc_timestamp(), "user": operator,
+                                    "action": "pin", "repo": repo, "project": item.project,
+                                    "filename": name, "sha256": digest, "size": rec["size"]})
+            if wanted:
+                Writer().write(tree.record_path(repo, item.project), dump_record(target))
+                _rebuild(settings, tree, item.project, repo, records)
+    return outcome
+
+
+def _find_pinned(settings: Settings, tree: Tree, upstream: Upstream, item: Pin,
+                 digest: str, records: Records) -> tuple[str, Path, dict[str, Any]]:
+    for (r, _), record in records.items():
+        for name, rec in record["files"].items():
+            if rec["sha256"] == digest:
+                return name, tree.project_dir(r, item.project) / name, dict(rec)
+    if mirror.is_claimed(settings, item.project):
+        raise NotFound(f"{item.where}: {item.project} is a local (claimed) name and no local "
+                       f"file has sha256 {digest}")
+    listing = mirror.get_listing(settings, upstream, item.project)
+    for f in listing.files if listing.found else ():
+        if f.sha256 == digest:
+            if parse_dist_filename(f.filename).version != item.version:
+                raise BadRequest(f"{item.where}: the file with that hash is {f.filename}, "
+                                 f"not version {item.version}")
+            fetched = mirror.fetch_file(settings, upstream, item.project, f.filename)
+            rec = {"sha256": digest, "size": fetched.path.stat().st_size,
+                   "version": str(item.version), "requires_python": f.requires_python,
+                   "metadata_sha256": None, "upload_time": f.upload_time or utc_timestamp(),
+                   "source": f.url}
+            return f.filename, fetched.path, rec
+    raise NotFound(f"{item.where}: no file of {item.project}=={item.version} with sha256 "
+                   f"{digest} locally or upstream")
+
+
+# -- verify and audit ----------------------------------------------------------------------------
+
+
+def verify(settings: Settings, repos: Iterable[str] | None = None,
+           progress: Progress | None = None) -> tuple[int, list[str]]:
+    """Rehash every published file against its record. Returns (files checked, problems);
+    never changes anything."""
+    tree = Tree.of(settings)
+    problems: list[str] = []
+    checked = 0
+    for repo in repos or settings.repos:
+        _check_repo(settings, repo)
+        folder = tree.state / "records" / repo
+        records = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        for i, path in enumerate(records, 1):
+            project = NormalizedName(path.name[:-5])
+            if progress:
+                progress(i, len(records), f"{repo}/{project}")
+            record = load_record(tree, repo, project)
+            for name, rec in sorted(record["files"].items()):
+                checked += 1
+                file = tree.project_dir(repo, project) / name
+                where = f"{repo}/{project}/{name}"
+                if not file.exists():
+                    problems.append(f"missing: {where}")
+                elif sha256_file(file) != rec["sha256"]:
+                    problems.append(f"sha256 mismatch: {where} (recorded {rec['sha256']})")
+                meta = file.with_name(name + ".metadata")
+                if rec.get("metadata_sha256") and (
+                        not meta.exists() or sha256_file(meta) != rec["metadata_sha256"]):
+                    problems.append(f"metadata missing or changed: {where}.metadata")
+    return checked, problems
+
+
+def read_audit(settings: Settings, project: str | None = None, user: str | None = None,
+               since: str | None = None) -> Iterator[dict[str, Any]]:
+    path = Tree.of(settings).audit_log
+    if not path.exists():
+        return
+    wanted = canonicalize_name(project) if project else None
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                print(f"audit: line {n} is not JSON; skipped", file=sys.stderr)
+                continue
+            if wanted and entry.get("project") != wanted:
+                continue
+            if user and entry.get("user") != user:
+                continue
+            if since and str(entry.get("time", "")) < since:
+                continue
+            yield entry
