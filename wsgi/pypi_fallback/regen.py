@@ -47,6 +47,7 @@ from .storage import (
     quarantine,
     sha256_file,
     utc_timestamp,
+    write_listing,
 )
 from .upstream import UpstreamError
 
@@ -228,10 +229,8 @@ def render_project(settings: Settings, tree: Tree, project: NormalizedName,
             continue
         if not (folder / "index.v1_json").exists():
             roots_changed.add(repo)
-        writer.write(folder / "index.v1_json", body)
-        writer.write(folder / "index.html", render_project_html(page))
-        if not (folder / "index.var").exists():
-            writer.write(folder / "index.var", TYPE_MAP)
+        write_listing(writer, settings.root, folder, body, render_project_html(page),
+                      TYPE_MAP)
         record["listing"] = fingerprint
         writer.write(tree.record_path(repo, project), dump_record(record))
         report.listings += 1
@@ -267,10 +266,7 @@ def render_root(settings: Settings, tree: Tree, repo: str, writer: Writer) -> bo
             return False
     except FileNotFoundError:
         pass
-    writer.write(folder / "index.v1_json", body)
-    writer.write(folder / "index.html", render_root_html(page))
-    if not (folder / "index.var").exists():
-        writer.write(folder / "index.var", TYPE_MAP)
+    write_listing(writer, settings.root, folder, body, render_root_html(page), TYPE_MAP)
     return True
 
 
@@ -382,10 +378,8 @@ def render_upstream_page(settings: Settings, project: NormalizedName, writer: Wr
         return False
     folder = settings.root / UPSTREAM_DIR / project
     page = build_project_page(project, merge_files([entries]))
-    writer.write(folder / "index.v1_json", render_json(page))
-    writer.write(folder / "index.html", render_project_html(page))
-    if not (folder / "index.var").exists():
-        writer.write(folder / "index.var", TYPE_MAP)
+    write_listing(writer, settings.root, folder, render_json(page), render_project_html(page),
+                  TYPE_MAP)
     return True
 
 

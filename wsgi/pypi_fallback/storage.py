@@ -82,6 +82,12 @@ class Writer:
             os.unlink(path)
             fsync_dir(path.parent)
 
+    def link(self, src: Path, dst: Path) -> None:
+        """Give the (durable) file ``src`` a second name ``dst``, unless ``dst`` exists."""
+        with contextlib.suppress(FileExistsError):
+            os.link(src, dst)
+            fsync_dir(dst.parent)
+
     def flush(self) -> None:
         """Nothing is pending: every write was durable when it returned."""
 
@@ -109,32 +115,39 @@ class Batch(Writer):
     """
 
     anchor: Path
-    pending: list[tuple[Path, Path | None]] = field(default_factory=list)
+    # (what, path, target): "replace" a temporary file into place, "remove" path, "link"
+    pending: list[tuple[str, Path, Path | None]] = field(default_factory=list)
 
     def write(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.pending.append((_write_tmp(path, data, durable=False), path))
+        self.pending.append(("replace", _write_tmp(path, data, durable=False), path))
 
     def remove(self, path: Path) -> None:
-        self.pending.append((path, None))
+        self.pending.append(("remove", path, None))
+
+    def link(self, src: Path, dst: Path) -> None:
+        self.pending.append(("link", src, dst))
 
     def flush(self) -> None:
         if not self.pending:
             return
         try:
             syncfs(self.anchor)
-            for tmp, final in self.pending:
-                if final is None:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp)
+            for what, path, target in self.pending:
+                if what == "replace" and target is not None:
+                    os.replace(path, target)
+                elif what == "link" and target is not None:
+                    with contextlib.suppress(FileExistsError):
+                        os.link(path, target)
                 else:
-                    os.replace(tmp, final)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
             syncfs(self.anchor)
         finally:
-            for tmp, final in self.pending:
-                if final is not None:
+            for what, path, _ in self.pending:
+                if what == "replace":
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp)
+                        os.unlink(path)
             self.pending.clear()
 
 
@@ -176,6 +189,19 @@ def sha256_file(path: Path, chunk: int = 1024 * 1024) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def write_listing(writer: Writer, root: Path, folder: Path, body_json: bytes,
+                  body_html: bytes, type_map: bytes) -> None:
+    """A listing: ``index.v1_json`` and ``index.html``, and ``index.var`` (Apache's type map,
+    the same bytes everywhere: a hard link to one copy at the top of the tree)."""
+    writer.write(folder / "index.v1_json", body_json)
+    writer.write(folder / "index.html", body_html)
+    if not (folder / "index.var").exists():
+        shared = root / ".index.var"
+        if not shared.exists() or shared.read_bytes() != type_map:
+            Writer().write(shared, type_map)
+        writer.link(shared, folder / "index.var")
 
 
 # -- layout ---------------------------------------------------------------------------------
