@@ -256,3 +256,24 @@ def test_burst_of_new_projects_gets_one_root_refresh_that_lists_them_all(
             break
         time.sleep(0.05)
     assert listed == names
+
+
+@pytest.mark.parametrize(("errno_", "status"), [(28, 507), (5, 500)])  # ENOSPC, EIO
+def test_disk_failure_is_5xx_and_publishes_nothing(app: TestApp, settings: Settings,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   errno_: int, status: int) -> None:
+    post(app, "dev", WHL, GOOD, status=200)
+    before = snapshot(settings)
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno_, os.strerror(errno_))
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    other, data = wheel_name("acme", "2.0"), wheel_bytes("acme", "2.0")
+    resp = app.post("/pypi/dev/", params=twine_fields(other, data),
+                    upload_files=[("content", other, data)], status=status,
+                    extra_environ={"REMOTE_USER": "alice"}, expect_errors=True)
+    assert "Storage error" in resp.status and "nothing was published" in resp.text
+    monkeypatch.undo()
+    assert snapshot(settings) == before
+    assert not (settings.root / "dev" / "acme" / other).exists()

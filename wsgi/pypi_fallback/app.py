@@ -1,12 +1,15 @@
-"""The WSGI app: the one module that knows HTTP.
+"""The WSGI app: the one module that speaks HTTP to clients.
 
 Apache serves every read from disk; this app takes uploads (the legacy API that
-twine speaks) and answers the health check. Domain errors become HTTP answers in
-one table, with the reason in the status line (twine prints it) and the body.
+twine speaks), answers the health check, and in cache mode fills the upstream cache
+(a listing or a file not on disk yet). Domain errors become HTTP answers in one
+table, with the reason in the status line (twine prints it) and the body; a storage
+failure is a 5xx (507 when the disk is full) after the temporary files are removed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -61,7 +64,6 @@ STATUS: dict[type[PyPIFallbackError], int] = {
     MethodNotAllowed: 405,
     Gone: 410,
 }
-FORM_OVERHEAD = 16 * 1024 * 1024  # room for the metadata fields (a long description)
 
 
 class AfterResponse:
@@ -155,6 +157,12 @@ class App:
             response = self.route(request)
         except PyPIFallbackError as exc:
             response = error_response(STATUS.get(type(exc), 400), str(exc))
+        except OSError as exc:
+            print(f"pypi-fallback: storage error: {exc!r}", file=environ.get("wsgi.errors"))
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            response = error_response(507 if full else 500,
+                                      f"Storage error: {exc.strerror or exc}; nothing was "
+                                      "published")
         return response(environ, start_response)  # type: ignore[no-any-return]
 
     def route(self, request: Request) -> Response:
@@ -183,10 +191,9 @@ class App:
         repo = self.settings.repos[repo_name]
         if not self.groups.is_member(user, repo.writers):
             raise Forbidden(f"User {user!r} may not upload to {repo_name!r}")
-        limit = self.settings.max_upload_bytes
         if request.content_length is None:
             raise BadRequest("Content-Length required")
-        if request.content_length > limit + FORM_OVERHEAD:
+        if request.content_length > self.settings.max_request_bytes:
             raise TooLarge(f"Upload too large: over the limit of {self.settings.max_upload_mb} MB")
         form = request.POST
         content = form.get("content")

@@ -90,11 +90,6 @@ def regen_index_main(argv: Sequence[str] | None = None) -> int:
     return _run("regen-index", body)
 
 
-APACHE = "/usr/sbin/apache2"
-APACHE_MODULES = "/usr/lib/apache2/modules"
-CHECK_MODULES = ("mpm_event", "authz_core", "authz_host", "authz_user", "authz_groupfile",
-                 "authn_core", "authn_file", "auth_basic", "alias", "rewrite", "headers",
-                 "mime", "negotiation", "dir", "env", "setenvif", "wsgi")
 
 
 def apache_check_config(dropin: str, workdir: Path) -> str | None:
@@ -103,8 +98,10 @@ def apache_check_config(dropin: str, workdir: Path) -> str | None:
     Returns None when Apache accepts it, else what Apache said."""
     import subprocess
 
+    from .serve import APACHE, MODULES, MODULES_DIR
+
     conf = workdir / "check-httpd.conf"
-    loads = "".join(f"LoadModule {m}_module {APACHE_MODULES}/mod_{m}.so\n" for m in CHECK_MODULES)
+    loads = "".join(f"LoadModule {m}_module {MODULES_DIR}/mod_{m}.so\n" for m in MODULES)
     conf.write_text(f"ServerRoot {workdir}\nListen 127.0.0.1:1\nServerName localhost\n"
                     f"PidFile {workdir}/check.pid\nErrorLog {workdir}/check-error.log\n"
                     f"TypesConfig /etc/mime.types\n{loads}Include {dropin}\n")

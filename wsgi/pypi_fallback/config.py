@@ -20,6 +20,7 @@ DEFAULT_PATH = Path("/etc/pypi-fallback/config.toml")
 ENV_VAR = "PYPI_FALLBACK_CONFIG"
 UPSTREAM = "upstream"
 FALLBACK_MODES = ("redirect", "cache")
+FORM_OVERHEAD_MB = 16
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,12 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest upload request: the file, and room for the form's metadata fields
+        (a long description)."""
+        return self.max_upload_bytes + FORM_OVERHEAD_MB * 1024 * 1024
 
     def repo(self, name: str) -> Repo | None:
         return self.repos.get(name)

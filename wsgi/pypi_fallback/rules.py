@@ -19,7 +19,6 @@ from .storage import UPSTREAM_DIR
 
 TEMPLATE = "pypi-fallback.conf.j2"
 WSGI_SCRIPT = "pypi_fallback.wsgi"
-FORM_OVERHEAD_MB = 16
 _SAFE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
 
 
@@ -95,7 +94,7 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
             "upstream": settings.reaches_upstream(name),
         })
     cache = settings.fallback_mode == "cache"
-    limit = (settings.max_upload_mb + FORM_OVERHEAD_MB) * 1024 * 1024
+    limit = settings.max_request_bytes
     return {
         "source": settings.source,
         "prefix": settings.url_prefix,

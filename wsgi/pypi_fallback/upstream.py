@@ -366,7 +366,8 @@ def pip_index_url() -> str:
     if os.environ.get("PIP_INDEX_URL"):
         return os.environ["PIP_INDEX_URL"].split()[0]
     try:
-        out = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
+        python = os.path.join(sys.prefix, "bin", "python")  # not sys.executable: mod_wsgi
+        out = subprocess.run([python, "-m", "pip", "config", "list"],
                              capture_output=True, text=True, timeout=30, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         out = ""
