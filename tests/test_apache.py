@@ -64,12 +64,14 @@ def test_install_through_dev(site: Deployment, tmp_path: Path, client: str, spec
     assert installed(tmp_path) == [expected]
 
 
-def test_local_name_never_goes_upstream(site: Deployment, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["pip", "uv"])
+def test_local_name_never_goes_upstream(site: Deployment, tmp_path: Path, client: str) -> None:
     """acme-app is local (claimed): upstream's 99.0 is never offered, never asked for."""
+    install = pip_install if client == "pip" else uv_install
     site.upstream.requests.clear()
-    ok = pip_install(site.url("dev"), tmp_path / "a", "acme-app")
+    ok = install(site.url("dev"), tmp_path / "a", "acme-app")
     assert ok.returncode == 0 and installed(tmp_path / "a") == ["acme_app-1.0.dist-info"]
-    refused = pip_install(site.url("dev"), tmp_path / "b", "acme-app==99.0")
+    refused = install(site.url("dev"), tmp_path / "b", "acme-app==99.0")
     assert refused.returncode != 0
     # stable lacks acme-app, and must not send it upstream either
     status, headers, _ = raw_get(site.url("stable") + "acme-app/")
