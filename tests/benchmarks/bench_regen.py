@@ -3,9 +3,10 @@
 Prints figures; asserts nothing. Run: ``python tests/benchmarks/bench_regen.py [N]``.
 
 Compares, in the same run on the same tree:
-  plain     a loop that hashes each file and writes index.html + index.v1_json with
-            plain open().write(), no validation, no locks, then one sync() so that it
-            too ends with its files on disk (run before and after regen-index, averaged);
+  plain     a loop that hashes each file and writes index.html + index.v1_json into each
+            project folder with plain open().write(), no validation, no locks, then one
+            sync() so that it too ends with its files on disk (run before and after
+            regen-index, averaged);
   full      regen-index on the fresh tree (validation, metadata, records, durable writes);
   rerun     regen-index again with nothing changed.
 Targets (issue #2): full <= 3x plain; rerun <= 10% of full.
@@ -38,15 +39,15 @@ def build_tree(root: Path, projects: int) -> None:
             (folder / wheel_name(f"proj-{i}", v)).write_bytes(wheel_bytes(f"proj-{i}", v))
 
 
-def plain_loop(src: Path, out: Path) -> None:
+def plain_loop(src: Path) -> None:
+    """index.html and index.v1_json into each project folder, next to its files."""
     for project in sorted(p for p in os.listdir(src) if (src / p).is_dir()):
         files = sorted(f for f in os.listdir(src / project) if f.endswith(".whl"))
         entries = []
         for name in files:
             data = (src / project / name).read_bytes()
             entries.append((name, hashlib.sha256(data).hexdigest(), len(data)))
-        target = out / project
-        target.mkdir(parents=True, exist_ok=True)
+        target = src / project
         links = "".join(f'<a href="{html.escape(n)}#sha256={h}">{html.escape(n)}</a><br>\n'
                         for n, h, _ in entries)
         (target / "index.html").write_text(f"<!DOCTYPE html><html><body>{links}</body></html>")
@@ -71,7 +72,7 @@ def main() -> None:
 
         settle()
         t0 = time.perf_counter()
-        plain_loop(settings.root / "dev", base / "plain")
+        plain_loop(settings.root / "dev")
         os.sync()
         plain = time.perf_counter() - t0
 
@@ -89,7 +90,7 @@ def main() -> None:
 
         settle()
         t0 = time.perf_counter()
-        plain_loop(settings.root / "dev", base / "plain2")
+        plain_loop(settings.root / "dev")
         os.sync()
         plain = (plain + time.perf_counter() - t0) / 2  # before and after, averaged
 

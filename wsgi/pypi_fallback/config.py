@@ -81,6 +81,12 @@ class Settings:
 
     def chain(self, repo: str) -> tuple[str, ...]:
         """``repo`` and every local repo reachable down its fallback chain, nearest first."""
+        cache: dict[str, tuple[str, ...]] = self.__dict__.setdefault("_chains", {})
+        if repo not in cache:
+            cache[repo] = self._walk_chain(repo)
+        return cache[repo]
+
+    def _walk_chain(self, repo: str) -> tuple[str, ...]:
         seen: list[str] = []
         todo = [repo]
         while todo:

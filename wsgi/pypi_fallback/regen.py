@@ -123,15 +123,15 @@ def scan_project(tree: Tree, repo: str, project: NormalizedName, record: dict[st
         if name.endswith(".metadata"):
             metadata_files.append(name)
             continue
-        path = Path(entry.path)
         if not entry.is_file(follow_symlinks=False):
-            _reject(tree, repo, path, f"{name!r} is not a regular file", report)
+            _reject(tree, repo, Path(entry.path), f"{name!r} is not a regular file", report)
             continue
         st = entry.stat(follow_symlinks=False)
         known = files.get(name)
         if known and known["size"] == st.st_size and known["mtime_ns"] == st.st_mtime_ns:
             present.add(name)
             continue
+        path = Path(entry.path)
         try:
             rec = _validate_new_file(tree, repo, project, path, known, record, writer)
         except (InvalidFilename, InvalidArchive, MetadataMismatch) as exc:
@@ -197,9 +197,12 @@ def file_url(viewer: str, holder: str, project: str, filename: str) -> str:
 
 def render_project(settings: Settings, tree: Tree, project: NormalizedName,
                    repos: Iterable[str], records: Records, writer: Writer,
-                   report: Report) -> set[str]:
+                   report: Report, dirty: set[str] | None = None) -> set[str]:
     """Write the listings of ``project`` in each of ``repos``; return the repos whose
-    set of projects changed (the project appeared or disappeared there)."""
+    set of projects changed (the project appeared or disappeared there).
+
+    A record that changes (it keeps its listing's fingerprint) is written at once, or,
+    when ``dirty`` is given, noted there for the caller to write once."""
     roots_changed: set[str] = set()
     for repo in repos:
         record = _record(tree, repo, project, records)
@@ -210,7 +213,7 @@ def render_project(settings: Settings, tree: Tree, project: NormalizedName,
                     writer.remove(folder / name)
                 roots_changed.add(repo)
             if record.pop("listing", None) is not None:
-                writer.write(tree.record_path(repo, project), dump_record(record))
+                _changed(tree, repo, project, record, writer, dirty)
             continue
         layers = []
         for holder in settings.chain(repo):
@@ -225,16 +228,25 @@ def render_project(settings: Settings, tree: Tree, project: NormalizedName,
         page = build_project_page(project, merge_files(layers), tracked)
         body = render_json(page)
         fingerprint = hashlib.sha256(body).hexdigest()
-        if record.get("listing") == fingerprint and (folder / "index.v1_json").exists():
+        listed = os.path.exists(os.path.join(folder, "index.v1_json"))
+        if record.get("listing") == fingerprint and listed:
             continue
-        if not (folder / "index.v1_json").exists():
+        if not listed:
             roots_changed.add(repo)
         write_listing(writer, settings.root, folder, body, render_project_html(page),
                       TYPE_MAP)
         record["listing"] = fingerprint
-        writer.write(tree.record_path(repo, project), dump_record(record))
+        _changed(tree, repo, project, record, writer, dirty)
         report.listings += 1
     return roots_changed
+
+
+def _changed(tree: Tree, repo: str, project: NormalizedName, record: dict[str, Any],
+             writer: Writer, dirty: set[str] | None) -> None:
+    if dirty is None:
+        writer.write(tree.record_path(repo, project), dump_record(record))
+    else:
+        dirty.add(repo)
 
 
 def is_public(settings: Settings, project: str, records: Iterable[dict[str, Any]]) -> bool:
@@ -311,12 +323,16 @@ def regenerate(settings: Settings, repos: Sequence[str] | None = None,
             for project in chunk:
                 stack.enter_context(locked(tree, project))
                 records: Records = {}
+                dirty: set[str] = set()
                 for repo in scan_repos:
                     record = _record(tree, repo, project, records)
                     if scan_project(tree, repo, project, record, writer, report):
-                        writer.write(tree.record_path(repo, project), dump_record(record))
+                        dirty.add(repo)
                 roots |= render_project(settings, tree, project, render_repos, records,
-                                        writer, report)
+                                        writer, report, dirty)
+                for repo in dirty:
+                    writer.write(tree.record_path(repo, project),
+                                 dump_record(records[(repo, project)]))
                 if any(rec["files"] for rec in records.values()) and \
                         not is_public(settings, project, records.values()):
                     held.add(project)
