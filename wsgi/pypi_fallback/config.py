@@ -66,9 +66,6 @@ class Settings:
         (a long description)."""
         return self.max_upload_bytes + FORM_OVERHEAD_MB * 1024 * 1024
 
-    def repo(self, name: str) -> Repo | None:
-        return self.repos.get(name)
-
     def reaches_upstream(self, repo: str) -> bool:
         """Whether a project missing all down the chain of ``repo`` is looked up upstream."""
         return any(self.repos[r].falls_back_upstream for r in self.chain(repo))

@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
@@ -139,11 +139,10 @@ def tracks(settings: Settings, project: str) -> list[str]:
 # -- the pull-through file cache -----------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Fetched:
     path: Path
-    downloaded: bool
-    log: list[str] = field(default_factory=list)
+    downloaded: bool  # False: it was in the cache already
 
 
 def fetch_file(settings: Settings, upstream: Upstream, project: NormalizedName,

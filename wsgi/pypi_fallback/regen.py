@@ -69,14 +69,6 @@ class Report:
     def ok(self) -> bool:
         return not self.quarantined and not self.upstream_errors
 
-    def merge(self, other: Report) -> None:
-        self.published += other.published
-        self.quarantined += other.quarantined
-        self.removed += other.removed
-        self.listings += other.listings
-        self.projects += other.projects
-        self.upstream_errors += other.upstream_errors
-
 
 def file_record(path: Path, sha256: str, version: str, requires_python: str | None,
                 metadata_sha256: str | None, upload_time: str) -> dict[str, Any]:
