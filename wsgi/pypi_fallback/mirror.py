@@ -6,9 +6,7 @@ Network calls go through ``upstream.Upstream``; files go through ``storage``.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +20,9 @@ from .storage import (
     Tree,
     Writer,
     append_audit,
-    link_new,
     load_claims,
     locked,
-    tmp_path,
+    new_file,
     utc_timestamp,
 )
 from .upstream import Upstream, UpstreamError, UpstreamListing, upstream_url
@@ -165,16 +162,8 @@ def fetch_file(settings: Settings, upstream: Upstream, project: NormalizedName,
         if entry is None:
             raise NotFound(f"{filename!r} is not in the upstream's listing of {project!r}")
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_path(final)
-        try:
-            with open(tmp, "xb") as out:
-                sha256, size = upstream.fetch_file(entry, out, settings.max_upload_bytes * 20)
-                out.flush()
-                os.fsync(out.fileno())
-            link_new(tmp, final)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        with new_file(final) as out:
+            sha256, size = upstream.fetch_file(entry, out, settings.max_upload_bytes * 20)
         append_audit(tree, {"time": utc_timestamp(), "user": None, "action": "cache",
                             "repo": UPSTREAM_DIR, "project": project, "filename": filename,
                             "sha256": sha256, "size": size, "client": client,

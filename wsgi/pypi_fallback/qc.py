@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -29,11 +28,10 @@ from .storage import (
     Writer,
     append_audit,
     dump_record,
-    link_new,
     load_record,
     locked,
+    new_file,
     sha256_file,
-    tmp_path,
     utc_timestamp,
 )
 from .upstream import Upstream
@@ -82,17 +80,11 @@ def _copy_in(tree: Tree, repo: str, project: NormalizedName, src: Path,
     folder = tree.project_dir(repo, project)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / src.name
-    tmp = tmp_path(final)
     try:
-        with open(src, "rb") as fin, open(tmp, "xb") as fout:
+        with open(src, "rb") as fin, new_file(final) as fout:
             shutil.copyfileobj(fin, fout, 1024 * 1024)
-            fout.flush()
-            os.fsync(fout.fileno())
-        if not link_new(tmp, final):
-            raise FileExists(f"File already exists: {repo}/{project}/{src.name}")
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except FileExistsError:
+        raise FileExists(f"File already exists: {repo}/{project}/{src.name}") from None
     if metadata is not None and metadata.exists():
         Writer().write(final.with_name(final.name + ".metadata"), metadata.read_bytes())
     return final

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .config import Settings
 from .names import NormalizedName
@@ -162,6 +162,24 @@ def link_new(tmp: Path, final: Path) -> bool:
         return False
     fsync_dir(final.parent)
     return True
+
+
+@contextlib.contextmanager
+def new_file(final: Path) -> Iterator[IO[bytes]]:
+    """Write a file that must not exist yet: the caller writes to the yielded file (a
+    temporary beside ``final``); on success it is made durable and linked into place,
+    raising FileExistsError if ``final`` appeared meanwhile. The temporary never stays."""
+    tmp = tmp_path(final)
+    try:
+        with open(tmp, "xb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        if not link_new(tmp, final):
+            raise FileExistsError(errno.EEXIST, "File exists", str(final))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def is_stale_tmp(entry: os.DirEntry[str], now: float) -> bool:
