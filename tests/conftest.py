@@ -2,12 +2,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+# the checkout's code, not whatever copy a venv holds (Apache runs the copy that
+# scripts/test installs from this same checkout)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "wsgi"))
 
+from fake_upstream import FakeUpstream, running_upstream  # noqa: E402
 from pypi_fallback.config import Settings, load_settings  # noqa: E402
 
 
@@ -49,9 +55,16 @@ mode = "{mode}"
     return path
 
 
+@pytest.fixture(scope="session")
+def empty_upstream() -> Iterator[FakeUpstream]:
+    """A loopback upstream that knows no project: new names are asked about and claimed."""
+    with running_upstream() as up:
+        yield up
+
+
 @pytest.fixture
-def config_file(tmp_path: Path) -> Path:
-    return write_config(tmp_path)
+def config_file(tmp_path: Path, empty_upstream: FakeUpstream) -> Path:
+    return write_config(tmp_path, upstream=empty_upstream.simple_url)
 
 
 @pytest.fixture

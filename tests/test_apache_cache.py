@@ -107,8 +107,10 @@ def test_claimed_and_private_names_never_reach_the_upstream(cache_site: Deployme
                             wheel_bytes("secret-x", "1.0"))
     cache_site.upstream.requests.clear()
     for path in ("/pypi/dev/secret-x/", "/pypi/+upstream/secret-x/",
-                 f"/pypi/+upstream/secret-x/{wheel_name('secret-x', '1.0')}",
-                 "/pypi/+app/+cache/secret-x/"):
+                 f"/pypi/+upstream/secret-x/{wheel_name('secret-x', '1.0')}"):
         status, headers, _ = raw_get(cache_site.origin, path)
         assert status == 404, path
+    # the app's internal route, asked directly: refused by the drop-in
+    status, _, _ = raw_get(cache_site.origin, "/pypi/+app/+cache/secret-x/")
+    assert status == 403
     assert cache_site.upstream.requests == []

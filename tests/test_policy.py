@@ -47,6 +47,10 @@ def claims(settings: Settings) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in lines if not line.startswith("#"))
 
 
+def claims_or_none(settings: Settings) -> dict[str, str]:
+    return claims(settings) if (settings.state / "claims.map").exists() else {}
+
+
 def audit(settings: Settings) -> list[dict[str, Any]]:
     return [json.loads(line) for line in
             (settings.state / "audit.jsonl").read_text().splitlines()]
@@ -60,8 +64,9 @@ def test_new_name_unknown_upstream_is_claimed(app: TestApp, settings: Settings,
                                               upstream: FakeUpstream) -> None:
     post(app, "dev", wheel_name("acme-tools", "1.0"), wheel_bytes("acme-tools", "1.0"),
          status=200)
-    assert claims(settings) == {"acme-tools": "unknown upstream"}
-    assert audit(settings)[-1]["claim"] == "unknown upstream"
+    assert claims(settings) == {"acme-tools": "unknown-upstream"}
+    assert audit(settings)[-1]["claim"] == "unknown-upstream"
+    assert audit(settings)[-1]["upstream"] == upstream.simple_url
     upstream.requests.clear()
     post(app, "dev", wheel_name("acme-tools", "1.1"), wheel_bytes("acme-tools", "1.1"),
          status=200)
@@ -73,7 +78,9 @@ def test_public_name_outside_overlay_is_refused(app: TestApp, settings: Settings
     resp = post(app, "dev", wheel_name("acme-internal", "1.0"),
                 wheel_bytes("acme-internal", "1.0"), status=403)
     assert "public project on the upstream" in resp.status
-    assert "policy.overlay" in resp.status and str(settings.source) in resp.text
+    assert "policy.overlay" in resp.status
+    # an uploader learns which key an administrator must set, not where the server keeps it
+    assert str(settings.source) not in resp.text and str(settings.state) not in resp.text
     assert snapshot(settings) == before
 
 
@@ -81,18 +88,38 @@ def test_private_name_is_claimed_without_asking(app: TestApp, settings: Settings
                                                 upstream: FakeUpstream) -> None:
     post(app, "dev", wheel_name("secret-sauce", "1.0"), wheel_bytes("secret-sauce", "1.0"),
          status=200)
-    assert claims(settings)["secret-sauce"].startswith("private")
+    assert claims(settings)["secret-sauce"] == "private"
     assert not upstream.requested("secret-sauce")
 
 
-@pytest.mark.parametrize("fault", ["blackhole", "503"])
-def test_upstream_down_at_first_upload_claims_to_fail_safe(
+@pytest.mark.parametrize("fault", ["blackhole", "503", "malformed-json"])
+def test_upstream_down_at_first_upload_refuses_a_new_name_with_503(
         app: TestApp, settings: Settings, upstream: FakeUpstream, fault: str) -> None:
+    """An outage must never turn a (maybe public) name into a local claim that shadows it."""
+    before = snapshot(settings)
     upstream.fault = fault
-    post(app, "dev", wheel_name("left-pad", "2.0"), wheel_bytes("left-pad", "2.0"),
+    resp = post(app, "dev", wheel_name("left-pad", "2.0"), wheel_bytes("left-pad", "2.0"),
+                status=503)
+    assert "'left-pad'" in resp.status and "upstream index could not be asked" in resp.status
+    assert int(resp.headers["Retry-After"]) > 0
+    assert snapshot(settings) == before
+    assert "left-pad" not in claims_or_none(settings)
+    # when the upstream is back, the same upload goes through the normal rule
+    upstream.fault = None
+    upstream.add("left-pad", wheel_name("left-pad", "1.0"), wheel_bytes("left-pad", "1.0"))
+    post(app, "dev", wheel_name("left-pad", "2.0"), wheel_bytes("left-pad", "2.0"), status=403)
+
+
+def test_upstream_down_still_takes_private_names_and_known_names(
+        app: TestApp, settings: Settings, upstream: FakeUpstream) -> None:
+    post(app, "dev", wheel_name("acme-tools", "1.0"), wheel_bytes("acme-tools", "1.0"),
          status=200)
-    assert "fail safe" in claims(settings)["left-pad"]
-    assert "could not be asked" in audit(settings)[-1]["claim"]
+    upstream.fault = "blackhole"
+    post(app, "dev", wheel_name("secret-sauce", "1.0"), wheel_bytes("secret-sauce", "1.0"),
+         status=200)
+    post(app, "dev", wheel_name("acme-tools", "1.1"), wheel_bytes("acme-tools", "1.1"),
+         status=200)  # a claimed name is not asked about again
+    assert claims(settings) == {"acme-tools": "unknown-upstream", "secret-sauce": "private"}
 
 
 def test_overlay_listing_merges_upstream_with_its_metadata(app: TestApp, settings: Settings,

@@ -228,8 +228,8 @@ def test_unknown_path_is_404(app: TestApp) -> None:
 def test_reason_with_non_latin1_text_still_makes_a_valid_status_line(app: TestApp) -> None:
     data = wheel_bytes("acme", "1.0", metadata="Name: acmé\nVersion: 1.0\n\n")
     resp = post(app, "dev", WHL, data, status=400)
-    assert resp.status.startswith("400 Name in metadata 'acm")
-    assert "Name in metadata 'acmé'" in resp.text
+    assert resp.status.startswith("400 Invalid project name in metadata 'acm")
+    assert "name in metadata 'acmé'" in resp.text
 
 
 def test_empty_tree_stays_empty_on_bad_first_upload(app: TestApp, settings: Settings) -> None:

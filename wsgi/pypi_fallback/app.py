@@ -26,12 +26,14 @@ from .auth import GroupFile
 from .config import Settings, load_settings
 from .errors import (
     BadRequest,
+    ClaimsCorrupt,
     DigestMismatch,
     FileExists,
     Forbidden,
     Gone,
     InvalidArchive,
     InvalidFilename,
+    InvalidName,
     MetadataMismatch,
     MethodNotAllowed,
     NotAcceptable,
@@ -39,9 +41,10 @@ from .errors import (
     PyPIFallbackError,
     TooLarge,
     Unauthorized,
+    UpstreamUnavailable,
 )
 from .listing import HTML_TYPE, JSON_TYPE
-from .names import canonicalize_name
+from .names import parse_normalized_name
 from .regen import refresh_roots, regenerate, render_upstream_page
 from .storage import UPSTREAM_DIR, Tree, Writer, locked
 from .upload import check_form, is_new_name, receive_upload
@@ -50,6 +53,7 @@ from .upstream import Upstream, UpstreamError, UpstreamTimeout
 STATUS: dict[type[PyPIFallbackError], int] = {
     BadRequest: 400,
     InvalidFilename: 400,
+    InvalidName: 400,
     InvalidArchive: 400,
     MetadataMismatch: 400,
     DigestMismatch: 400,
@@ -63,7 +67,20 @@ STATUS: dict[type[PyPIFallbackError], int] = {
     NotFound: 404,
     MethodNotAllowed: 405,
     Gone: 410,
+    UpstreamUnavailable: 503,
+    ClaimsCorrupt: 500,
 }
+# The environment variable that only the drop-in's rewrite rules set for the internal
+# cache-mode routes; Apache renames it REDIRECT_… on the internal redirect to the app.
+ROUTE_FLAG = "REDIRECT_PYPI_FALLBACK_ROUTE"
+
+
+def status_of(exc: PyPIFallbackError) -> int:
+    """The HTTP status of a domain error: its class's, else its nearest base class's."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
 
 
 class AfterResponse:
@@ -155,8 +172,14 @@ class App:
         request = Request(environ)
         try:
             response = self.route(request)
+        except ClaimsCorrupt as exc:
+            print(f"pypi-fallback: {exc}", file=environ.get("wsgi.errors"))
+            response = error_response(500, "The server's claims map is damaged; nothing was "
+                                           "published (an administrator must see the error log)")
         except PyPIFallbackError as exc:
-            response = error_response(STATUS.get(type(exc), 400), str(exc))
+            response = error_response(status_of(exc), str(exc))
+            if isinstance(exc, UpstreamUnavailable):
+                response.retry_after = exc.retry_after
         except OSError as exc:
             print(f"pypi-fallback: storage error: {exc!r}", file=environ.get("wsgi.errors"))
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -172,10 +195,10 @@ class App:
             raise NotFound(f"Not found: {path!r}")
         rest = path[len(prefix):].removeprefix("+app/")  # Apache mounts the app at +app
         if rest == "+health":
-            return self.health()
-        if rest.startswith(("+cache/", "+fetch/")):
             if request.method not in ("GET", "HEAD"):
                 raise MethodNotAllowed(f"Method {request.method} not allowed here")
+            return self.health()
+        if rest.startswith(("+cache/", "+fetch/")):
             return self.cache(request, rest)
         repo_name = rest[:-1] if rest.endswith("/") else rest
         if "/" in repo_name or repo_name not in self.settings.repos:
@@ -205,7 +228,7 @@ class App:
         if is_new_name(self.settings, project):
             decision = mirror.decide_new_name(self.settings, self.upstream, project)
         outcome = receive_upload(self.settings, repo_name, upload, content.file, user,
-                                 request.remote_addr, decision.claim)
+                                 request.remote_addr, decision.claim, decision.upstream)
         if outcome.status == "created" and decision.listing is not None:
             # the first file of an overlay: its page now merges the upstream's files
             mirror.store_listing(Tree.of(self.settings), decision.listing)
@@ -221,11 +244,20 @@ class App:
         return resp
 
     def cache(self, request: Request, rest: str) -> Response:
-        """Cache mode: a project page from the upstream's listing, or a file fetched once."""
+        """Cache mode: a project page from the upstream's listing, or a file fetched once.
+
+        Internal routes: they answer only in cache mode, only to a request that the
+        drop-in's rewrite rules sent here (the route flag), and check the name and the
+        claims themselves before anything reaches the upstream."""
         kind, _, tail = rest.partition("/")
+        if self.settings.fallback_mode != "cache" or \
+                request.environ.get(ROUTE_FLAG) != kind.lstrip("+"):
+            raise NotFound(f"Not found: {rest!r}")
+        if request.method not in ("GET", "HEAD"):
+            raise MethodNotAllowed(f"Method {request.method} not allowed here")
         name, _, filename = tail.partition("/")
-        project = canonicalize_name(name)
-        if not name or project != name or mirror.is_claimed(self.settings, project):
+        project = parse_normalized_name(name, "name in the URL")
+        if mirror.is_claimed(self.settings, project):
             raise NotFound(f"Not found: {name!r}")
         if kind == "+fetch":
             fetched = mirror.fetch_file(self.settings, self.upstream, project, filename,
@@ -270,6 +302,7 @@ class App:
             "ok": os.access(self.settings.root, os.W_OK) and os.access(self.settings.state,
                                                                       os.W_OK),
             "disk_free_bytes": free,
+            "upstream_url": self.upstream.base_url,
             "upstream_reachable": self.upstream_reachable(),
             "last_regeneration": status.get("last_regeneration"),
         }

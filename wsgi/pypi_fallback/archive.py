@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import stat
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .errors import InvalidArchive, MetadataMismatch
-from .names import Dist
+from .names import Dist, parse_project_name
 
 MAX_METADATA_BYTES = 10 * 1024 * 1024
 MAX_MEMBERS = 100_000
@@ -57,7 +58,7 @@ def inspect_dist(path: Path, dist: Dist) -> CoreMetadata:
 
 
 def check_metadata_matches(meta: CoreMetadata, dist: Dist) -> None:
-    if canonicalize_name(meta.name) != dist.project:
+    if parse_project_name(meta.name, "name in metadata") != dist.project:
         raise MetadataMismatch(
             f"Name in metadata {meta.name!r} does not match filename {dist.filename!r}"
         )
@@ -100,6 +101,8 @@ def _check_zip(zf: zipfile.ZipFile, filename: str, compressed: int) -> list[zipf
     total = 0
     for info in infos:
         _check_member_name(info.filename, filename)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise InvalidArchive(f"Symbolic link {info.filename!r} inside {filename!r}")
         total += info.file_size
     _check_ratio(total, compressed, filename)
     return infos

@@ -116,9 +116,9 @@ def apache_check_config(dropin: str, workdir: Path) -> str | None:
 def regen_rules_main(argv: Sequence[str] | None = None) -> int:
     import tempfile
 
+    from .mirror import record_upstream_url, resolved_upstream_url
     from .rules import Host, default_host, render_rules
     from .storage import fsync_dir, tmp_path
-    from .upstream import upstream_url
 
     parser = _parser("regen-rules", "Write the Apache drop-in for the config.")
     parser.add_argument("--output", metavar="PATH",
@@ -140,7 +140,9 @@ def regen_rules_main(argv: Sequence[str] | None = None) -> int:
         group = _group_name(owner.st_gid) if not args.user and owner.st_uid else user
         host = Host(Path(args.venv) if args.venv else host.venv, host.wsgi_script, user,
                     group or user)
-        text = render_rules(settings, host, upstream_url(settings.upstream_url))
+        # the upstream is resolved here, once, and recorded for the app and the commands
+        url = record_upstream_url(settings) if args.output else resolved_upstream_url(settings)
+        text = render_rules(settings, host, url)
         if not args.output:
             if args.check:
                 raise ConfigError("--check needs --output")

@@ -19,6 +19,10 @@ class InvalidFilename(PyPIFallbackError):
     """A distribution filename is unsafe or does not follow PEP 427 / PEP 625."""
 
 
+class InvalidName(PyPIFallbackError):
+    """A project name that is not a valid PEP 508 name (or not normalized where it must be)."""
+
+
 class InvalidArchive(PyPIFallbackError):
     """A distribution is not a valid, safe archive with readable metadata."""
 
@@ -65,3 +69,13 @@ class MethodNotAllowed(PyPIFallbackError):
 
 class NotAcceptable(PyPIFallbackError):
     """No representation the client accepts."""
+
+
+class UpstreamUnavailable(PyPIFallbackError):
+    """The upstream must be asked before going on and cannot be (HTTP 503, Retry-After)."""
+
+    retry_after = 60
+
+
+class ClaimsCorrupt(PyPIFallbackError):
+    """The claims map holds a line that is not exactly ``<normalized name> <reason>``."""

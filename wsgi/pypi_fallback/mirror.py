@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
-from .errors import Forbidden, NotFound
+from .errors import Forbidden, NotFound, UpstreamUnavailable
 from .listing import FileEntry
 from .names import NormalizedName, parse_dist_filename
 from .storage import (
@@ -25,11 +25,40 @@ from .storage import (
     new_file,
     utc_timestamp,
 )
-from .upstream import Upstream, UpstreamError, UpstreamListing, upstream_url
+from .upstream import Upstream, UpstreamError, UpstreamListing, pip_index_url
+
+# -- which upstream: resolved once, recorded, used by everyone ----------------------------------
+
+
+def record_upstream_url(settings: Settings) -> str:
+    """Resolve the upstream URL now and record it in the state folder: ``upstream.url``, or
+    when empty the index pip uses for whoever runs this (``regen-rules``, which also writes
+    it into Apache's rules). The app and every command then read the record, so that the
+    rules, the app and the commands ask the same index whoever runs them."""
+    url = settings.upstream_url or pip_index_url()
+    body = {"url": url, "configured": settings.upstream_url, "resolved": utc_timestamp()}
+    tree = Tree.of(settings)
+    Writer().write(tree.upstream_record, json.dumps(body, sort_keys=True).encode())
+    return url
+
+
+def resolved_upstream_url(settings: Settings) -> str:
+    """The upstream URL in use: ``upstream.url`` when set; else the one recorded by
+    ``regen-rules`` (recorded now, for everyone after, when nothing was recorded yet)."""
+    if settings.upstream_url:
+        return settings.upstream_url
+    try:
+        record = json.loads(Tree.of(settings).upstream_record.read_bytes())
+        if record.get("configured") == "" and isinstance(record.get("url"), str) \
+                and record["url"].startswith(("http://", "https://")):
+            return str(record["url"])
+    except (FileNotFoundError, ValueError, AttributeError):
+        pass
+    return record_upstream_url(settings)
 
 
 def make_upstream(settings: Settings) -> Upstream:
-    return Upstream(upstream_url(settings.upstream_url), settings.upstream_timeout)
+    return Upstream(resolved_upstream_url(settings), settings.upstream_timeout)
 
 
 # -- cached listings -----------------------------------------------------------------------------
@@ -70,7 +99,7 @@ def get_listing(settings: Settings, upstream: Upstream, project: NormalizedName,
         if cached is not None and cached.found:
             return cached
         raise
-    if store:
+    if store and listing.found:  # a name the upstream does not know costs no state
         store_listing(tree, listing)
     return listing
 
@@ -85,28 +114,59 @@ def is_claimed(settings: Settings, project: str) -> bool:
 
 @dataclass(frozen=True)
 class NameDecision:
-    claim: str | None  # the reason to claim the name, None for an overlay
-    listing: UpstreamListing | None = None
+    claim: str | None  # the reason to claim the name (storage.CLAIM_REASONS), None: no claim
+    listing: UpstreamListing | None = None  # an overlay's upstream listing, to keep
+    upstream: str | None = None  # the upstream that was asked
 
 
 def decide_new_name(settings: Settings, upstream: Upstream, project: NormalizedName
                     ) -> NameDecision:
     """For a name about to be published here for the first time: claim it, allow it as an
-    overlay, or refuse it (a public name that is not in ``policy.overlay``)."""
+    overlay, or refuse it. A public name not in ``policy.overlay`` is refused (403); a name
+    whose upstream status cannot be learned now is refused too (503): an outage must never
+    turn a public name into a local claim that shadows it."""
     if settings.is_private(project):
-        return NameDecision("private (policy.private)")
+        return NameDecision("private")
     try:
         listing = get_listing(settings, upstream, project, store=False)
     except UpstreamError as exc:
         if settings.is_overlay(project):
-            return NameDecision(None)
-        return NameDecision(f"upstream could not be asked ({exc}); claimed to fail safe")
+            return NameDecision(None, upstream=upstream.base_url)
+        raise UpstreamUnavailable(
+            f"{project!r} is new here and the upstream index could not be asked whether it is "
+            f"a public project ({exc}); nothing was published, try again later") from None
     if not listing.found:
-        return NameDecision(None if settings.is_overlay(project) else "unknown upstream")
+        return NameDecision(None if settings.is_overlay(project) else "unknown-upstream",
+                            upstream=upstream.base_url)
     if settings.is_overlay(project):
-        return NameDecision(None, listing)
-    raise Forbidden(f"{project!r} is a public project on the upstream; to publish it here, "
-                    f"add it to policy.overlay in {settings.source}")
+        return NameDecision(None, listing, upstream.base_url)
+    raise Forbidden(f"{project!r} is a public project on the upstream index; to publish it "
+                    "here, an administrator must add it to policy.overlay in the server's "
+                    "configuration")
+
+
+def recheck_claims(settings: Settings, upstream: Upstream) -> list[str]:
+    """Claims made while the upstream could not be asked (an earlier release's rule) that
+    turn out to be public projects: one problem line each, what to do included. Changes
+    nothing by itself. A failure to ask is a problem line too."""
+    problems = []
+    for project, reason in sorted(load_claims(Tree.of(settings)).items()):
+        if reason != "unreachable" or settings.is_private(project):
+            continue
+        try:
+            found = upstream.fetch_listing(project).found
+        except UpstreamError as exc:
+            problems.append(f"{project}: claimed while the upstream could not be asked, and "
+                            f"it still cannot be ({exc}); run this again later")
+            continue
+        if found:
+            problems.append(
+                f"{project}: claimed while the upstream could not be asked, but it is a public "
+                f"project on {upstream.base_url}; its local listings hide the public releases. "
+                "If the local files are a build of that project, add it to policy.overlay; "
+                "either way delete its line from claims.map in the state folder (then run "
+                "regen-index) to let it fall back upstream")
+    return problems
 
 
 # -- overlay and cache-mode listings ------------------------------------------------------------

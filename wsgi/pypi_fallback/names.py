@@ -21,7 +21,7 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
-from .errors import InvalidFilename
+from .errors import InvalidFilename, InvalidName
 
 __all__ = [
     "Dist",
@@ -29,10 +29,13 @@ __all__ = [
     "canonicalize_name",
     "is_normalized_name",
     "parse_dist_filename",
+    "parse_project_name",
+    "parse_normalized_name",
     "check_safe_filename",
 ]
 
 MAX_FILENAME_BYTES = 255
+METADATA_SUFFIX = ".metadata"  # PEP 658: <file>.metadata beside each wheel
 EXTENSIONS = (".whl", ".tar.gz", ".zip")
 
 DistKind = Literal["wheel", "sdist"]
@@ -53,13 +56,43 @@ class Dist:
         return "bdist_wheel" if self.kind == "wheel" else "sdist"
 
 
+def parse_project_name(name: str, where: str = "name") -> NormalizedName:
+    """The normalized form of a project name from anywhere outside (a form, a filename,
+    core metadata, a folder, an upstream listing, a URL, a command's argument).
+
+    Only a valid PEP 508 name passes (packaging's check: ASCII letters and digits, with
+    ``.``, ``_`` or ``-`` inside); anything else, a space, ``;``, ``%``, a quote, a tab, a
+    non-ASCII letter, is refused before the name is used for anything."""
+    if not isinstance(name, str) or not name.isascii() or not name.isprintable():
+        raise InvalidName(f"Invalid project {where} {name!r}: only ASCII letters, digits, "
+                          "'.', '_' and '-' are allowed")
+    try:
+        return canonicalize_name(name, validate=True)
+    except ValueError:
+        raise InvalidName(f"Invalid project {where} {name!r}: a project name is ASCII letters "
+                          "and digits, with '.', '_' or '-' only between them (PEP 508)"
+                          ) from None
+
+
+def parse_normalized_name(name: str, where: str = "name") -> NormalizedName:
+    """A project name that must already be normalized (a URL path, a folder, a state file
+    key): valid, and equal to its normalized form."""
+    project = parse_project_name(name, where)
+    if project != name:
+        raise InvalidName(f"Invalid project {where} {name!r}: not normalized "
+                          f"(PEP 503: {project!r})")
+    return project
+
+
 def check_safe_filename(filename: str) -> None:
     """Refuse a filename that could escape its folder or confuse a reader."""
     if not filename:
         raise InvalidFilename("Invalid filename: empty")
-    if len(filename.encode("utf-8", "surrogateescape")) > MAX_FILENAME_BYTES:
+    limit = MAX_FILENAME_BYTES - len(METADATA_SUFFIX)  # room for <file>.metadata
+    if len(filename.encode("utf-8", "surrogateescape")) > limit:
         raise InvalidFilename(
-            f"Invalid filename: longer than {MAX_FILENAME_BYTES} bytes: {filename[:40]!r}…"
+            f"Invalid filename: longer than {limit} bytes (the limit of the file system, less "
+            f"room for its {METADATA_SUFFIX} file): {filename[:40]!r}…"
         )
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in filename):
         raise InvalidFilename(f"Invalid filename: control character in {filename!r}")
@@ -74,13 +107,22 @@ def check_safe_filename(filename: str) -> None:
 
 
 def parse_dist_filename(filename: str) -> Dist:
-    """Parse a wheel or sdist filename, after the safety checks."""
+    """Parse a wheel or sdist filename, after the safety checks; the project name in it
+    must be a valid PEP 508 name (packaging's sdist parser does not check that)."""
     check_safe_filename(filename)
+    kind: DistKind
     try:
         if filename.endswith(".whl"):
-            name, version, _build, _tags = parse_wheel_filename(filename)
-            return Dist(filename, name, version, "wheel")
-        name, version = parse_sdist_filename(filename)
+            _name, version, _build, _tags = parse_wheel_filename(filename)
+            raw, kind = filename.split("-", 1)[0], "wheel"
+        else:
+            _name, version = parse_sdist_filename(filename)
+            stem = filename.removesuffix(".tar.gz").removesuffix(".zip")
+            raw, kind = stem.rpartition("-")[0], "sdist"
     except (InvalidWheelFilename, InvalidSdistFilename) as exc:
         raise InvalidFilename(f"Invalid distribution filename {filename!r}: {exc}") from None
-    return Dist(filename, name, version, "sdist")
+    try:
+        project = parse_project_name(raw, "name in filename")
+    except InvalidName as exc:
+        raise InvalidFilename(f"Invalid distribution filename {filename!r}: {exc}") from None
+    return Dist(filename, project, version, kind)

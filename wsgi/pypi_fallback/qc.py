@@ -21,7 +21,7 @@ from packaging.version import InvalidVersion, Version
 from . import mirror
 from .config import Settings
 from .errors import BadRequest, FileExists, Forbidden, NotFound, PyPIFallbackError
-from .names import NormalizedName, canonicalize_name, parse_dist_filename
+from .names import NormalizedName, parse_dist_filename, parse_project_name
 from .regen import Records, Report, refresh_roots, render_project
 from .storage import (
     Tree,
@@ -47,7 +47,7 @@ def parse_spec(spec: str) -> tuple[NormalizedName, Version]:
     if not sep or not name.strip() or not version.strip():
         raise BadRequest(f"{spec!r}: expected PROJECT==VERSION")
     try:
-        return canonicalize_name(name.strip()), Version(version.strip())
+        return parse_project_name(name.strip(), f"name in {spec!r}"), Version(version.strip())
     except InvalidVersion:
         raise BadRequest(f"{spec!r}: {version.strip()!r} is not a valid version") from None
 
@@ -395,7 +395,7 @@ def read_audit(settings: Settings, project: str | None = None, user: str | None 
     path = Tree.of(settings).audit_log
     if not path.exists():
         return
-    wanted = canonicalize_name(project) if project else None
+    wanted = parse_project_name(project, "argument") if project else None
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             try:

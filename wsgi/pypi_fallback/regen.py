@@ -32,7 +32,13 @@ from .listing import (
     render_project_html,
     render_root_html,
 )
-from .names import NormalizedName, canonicalize_name, is_normalized_name, parse_dist_filename
+from .names import (
+    NormalizedName,
+    canonicalize_name,
+    is_normalized_name,
+    parse_dist_filename,
+    parse_project_name,
+)
 from .storage import (
     LISTING_FILES,
     UPSTREAM_DIR,
@@ -294,8 +300,10 @@ def regenerate(settings: Settings, repos: Sequence[str] | None = None,
     fetched again first (a failure keeps the last good copy and is reported)."""
     tree = Tree.of(settings)
     report = Report()
-    refreshed = refresh_upstream_listings(settings, names, report) if refresh_upstream \
-        else set()
+    refreshed: set[NormalizedName] = set()
+    if refresh_upstream:
+        refreshed = refresh_upstream_listings(settings, names, report)
+        report.upstream_errors += mirror.recheck_claims(settings, mirror.make_upstream(settings))
     scan_repos = list(repos or settings.repos)
     render_repos: list[str] = []
     for repo in scan_repos:
@@ -307,7 +315,7 @@ def regenerate(settings: Settings, repos: Sequence[str] | None = None,
         if settings.is_overlay(project) and mirror.load_listing(tree, project) is None:
             refresh_upstream_listings(settings, [project], report, force=True)
     roots: set[str] = set()
-    held: set[str] = set()
+    held: set[NormalizedName] = set()
     for start in range(0, len(projects), batch_size):
         chunk = projects[start:start + batch_size]
         writer = Batch(settings.root)
@@ -347,7 +355,7 @@ def refresh_upstream_listings(settings: Settings, names: Sequence[str], report: 
     tree = Tree.of(settings)
     folder = tree.state / "upstream"
     if names:
-        wanted = sorted({canonicalize_name(n) for n in names})
+        wanted = sorted({parse_project_name(n, "argument") for n in names})
     else:
         wanted = sorted(NormalizedName(p.name[:-5]) for p in folder.glob("*.json")) \
             if folder.is_dir() else []
@@ -394,7 +402,7 @@ def render_upstream_page(settings: Settings, project: NormalizedName, writer: Wr
 def _projects_to_visit(tree: Tree, scan_repos: Sequence[str], render_repos: Sequence[str],
                        names: Sequence[str], report: Report) -> list[NormalizedName]:
     if names:
-        return sorted({canonicalize_name(n) for n in names})
+        return sorted({parse_project_name(n, "argument") for n in names})
     found: set[NormalizedName] = set()
     for repo in render_repos:
         for folder in tree.projects_on_disk(repo):

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from .config import Settings
-from .names import NormalizedName
+from .errors import ClaimsCorrupt, PyPIFallbackError
+from .names import NormalizedName, parse_normalized_name
 
 TMP_PREFIX = ".tmp-"
 STALE_TMP_SECONDS = 6 * 3600
@@ -260,6 +261,11 @@ class Tree:
         return self.state / "claims.map"
 
     @property
+    def upstream_record(self) -> Path:
+        """The upstream URL in use, as resolved by regen-rules."""
+        return self.state / "upstream.json"
+
+    @property
     def status_path(self) -> Path:
         return self.state / "status.json"
 
@@ -309,23 +315,77 @@ def dump_record(record: dict[str, Any]) -> bytes:
 
 
 # -- claims: names that never fall back upstream ----------------------------------------------
+#
+# ``<state>/claims.map`` is an Apache RewriteMap (txt): one ``<name> <reason>`` a line. Both
+# fields are checked when written and when read: a name is a valid, normalized project name
+# (no space, so a reason can never become a name) and a reason is one of CLAIM_REASONS. A
+# line that is anything else stops the reader loudly instead of being half-understood.
+
+CLAIM_REASONS = {
+    "unknown-upstream": "the upstream did not know the name when it was first published here",
+    "private": "the name matches policy.private",
+    "published": "published here (found by regen-index)",
+    "unreachable": "claimed by an earlier release while the upstream could not be asked",
+}
+# what the first release wrote; read as the codes above
+_LEGACY_REASONS = {"unknown upstream": "unknown-upstream", "private (policy.private)": "private",
+                   "claimed": "published"}
+_CLAIMS_HEADER = "# pypi-fallback claims: these names never fall back upstream\n"
 
 
-def load_claims(tree: Tree) -> dict[str, str]:
-    """The claims map Apache reads (``name reason`` a line)."""
-    claims: dict[str, str] = {}
-    try:
-        text = tree.claims_map.read_text()
-    except FileNotFoundError:
-        return claims
-    for line in text.splitlines():
-        name, _, reason = line.partition(" ")
-        if name and not name.startswith("#"):
-            claims[name] = reason.strip() or "claimed"
+def _claim_reason(text: str) -> str | None:
+    if text in CLAIM_REASONS:
+        return text
+    if text.startswith("upstream could not be asked"):
+        return "unreachable"
+    return _LEGACY_REASONS.get(text)
+
+
+def parse_claims(text: str, source: str = "claims.map") -> dict[NormalizedName, str]:
+    """The claims in a claims map's text; ClaimsCorrupt names the first bad line."""
+    claims: dict[NormalizedName, str] = {}
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line or line.startswith("#"):
+            continue
+        name, _, rest = line.partition(" ")
+        reason = _claim_reason(rest)
+        try:
+            project = parse_normalized_name(name, "name in the claims map")
+        except PyPIFallbackError:
+            reason = None
+        if reason is None:
+            raise ClaimsCorrupt(f"{source}, line {number}: {line[:80]!r} is not "
+                                "'<normalized name> <reason>'; fix or remove that line")
+        claims[project] = reason
     return claims
 
 
-def add_claims(tree: Tree, new: dict[str, str]) -> list[str]:
+def render_claims(claims: dict[NormalizedName, str]) -> bytes:
+    """The claims map's text; refuses (ClaimsCorrupt) any name or reason it could not read
+    back exactly."""
+    lines = [_CLAIMS_HEADER]
+    for name in sorted(claims):
+        reason = claims[name]
+        try:
+            ok = parse_normalized_name(name) == name and reason in CLAIM_REASONS
+        except PyPIFallbackError:
+            ok = False
+        if not ok:
+            raise ClaimsCorrupt(f"Refusing to write the claim {name!r} {reason!r}")
+        lines.append(f"{name} {reason}\n")
+    return "".join(lines).encode("ascii")
+
+
+def load_claims(tree: Tree) -> dict[NormalizedName, str]:
+    """The claims map Apache reads."""
+    try:
+        text = tree.claims_map.read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        return {}
+    return parse_claims(text, str(tree.claims_map))
+
+
+def add_claims(tree: Tree, new: dict[NormalizedName, str]) -> list[NormalizedName]:
     """Add names to the claims map (atomically, under its lock); return the names added."""
     if not new and tree.claims_map.exists():
         return []
@@ -334,9 +394,7 @@ def add_claims(tree: Tree, new: dict[str, str]) -> list[str]:
         added = sorted(n for n in new if n not in claims)
         if added or not tree.claims_map.exists():
             claims.update({n: new[n] for n in added})
-            body = "# pypi-fallback claims: these names never fall back upstream\n" + "".join(
-                f"{n} {claims[n]}\n" for n in sorted(claims))
-            Writer().write(tree.claims_map, body.encode())
+            Writer().write(tree.claims_map, render_claims(claims))
         return added
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from .archive import inspect_dist
@@ -25,9 +26,10 @@ from .errors import (
     FileExists,
     Gone,
     MetadataMismatch,
+    PyPIFallbackError,
     TooLarge,
 )
-from .names import Dist, NormalizedName, canonicalize_name, parse_dist_filename
+from .names import Dist, NormalizedName, parse_dist_filename, parse_project_name
 from .regen import Records, Report, file_record, render_project
 from .storage import (
     Tree,
@@ -79,7 +81,7 @@ def check_form(fields: Mapping[str, str], filename: str | None) -> Upload:
     name, version = fields.get("name", ""), fields.get("version", "")
     if not name or not version:
         raise BadRequest("Missing 'name' or 'version' field")
-    if canonicalize_name(name) != dist.project:
+    if parse_project_name(name, "name in the form") != dist.project:
         raise MetadataMismatch(
             f"Name {name!r} in the form does not match filename {filename!r}"
         )
@@ -147,9 +149,11 @@ def is_new_name(settings: Settings, project: NormalizedName) -> bool:
 
 
 def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[bytes],
-                   user: str, client: str | None, claim: str | None = None) -> Outcome:
+                   user: str, client: str | None, claim: str | None = None,
+                   upstream: str | None = None) -> Outcome:
     """Validate and publish one uploaded file. ``claim``: the reason to claim the name
-    when this upload brings it here (see ``mirror.decide_new_name``)."""
+    when this upload brings it here, ``upstream``: the index asked about it (see
+    ``mirror.decide_new_name``)."""
     tree = Tree.of(settings)
     dist = upload.dist
     folder = tree.project_dir(repo, dist.project)
@@ -174,6 +178,8 @@ def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[by
                 }
                 if claim and roots and add_claims(tree, {dist.project: claim}):
                     entry["claim"] = claim
+                if upstream:
+                    entry["upstream"] = upstream
                 append_audit(tree, entry)
                 made.clear()
     finally:
@@ -183,6 +189,32 @@ def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[by
             with contextlib.suppress(OSError):
                 path.rmdir()
     return Outcome(status, dist, sha256, size, roots)
+
+
+def same_file_key(dist: Dist) -> tuple[object, ...]:
+    """What makes two filenames the same file of a release, however spelled: one sdist per
+    release (PEP 625; ``.zip`` or ``.tar.gz``), one wheel per release and tag set."""
+    if dist.kind == "sdist":
+        return (dist.project, dist.version, "sdist")
+    _name, _version, build, tags = parse_wheel_filename(dist.filename)
+    return (dist.project, dist.version, build, frozenset(tags))
+
+
+def check_same_file_spelled_once(dist: Dist, filenames: Iterable[str]) -> None:
+    """Refuse a file whose release already has the same file under another spelling
+    (``CLAIMEDPKG-1.0.tar.gz`` beside ``claimedpkg-1.0.tar.gz``, or a second sdist)."""
+    key = same_file_key(dist)
+    for other in filenames:
+        if other == dist.filename:
+            continue
+        try:
+            same = same_file_key(parse_dist_filename(other)) == key
+        except PyPIFallbackError:
+            continue
+        if same:
+            what = "an sdist" if dist.kind == "sdist" else "the same wheel"
+            raise FileExists(f"File already exists: release {dist.version} of {dist.project!r} "
+                             f"has {what} already, as {other!r}")
 
 
 def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, sha256: str,
@@ -202,6 +234,7 @@ def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, s
         if known and known["sha256"] != sha256:
             raise FileExists(f"File already exists: {dist.filename!r} in {holder} has other "
                              "contents; upload a new version")
+    check_same_file_spelled_once(dist, [*record["files"], *record["tombstones"]])
     final = tree.project_dir(repo, dist.project) / dist.filename
     if dist.filename in record["files"] or not link_new(tmp, final):
         if dist.filename not in record["files"]:

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from html.parser import HTMLParser
 from typing import IO, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from .errors import InvalidFilename, PyPIFallbackError
 from .names import canonicalize_name, parse_dist_filename
@@ -250,7 +250,9 @@ class Upstream:
         self.total = timeout * 3
 
     def project_url(self, project: str) -> str:
-        return f"{self.base_url}{project}/"
+        """The project's page; the name is quoted (names are validated long before, but a
+        URL is built from it here, and nothing it holds may change the request)."""
+        return f"{self.base_url}{quote(project, safe='')}/"
 
     def _open(self, url: str, headers: Mapping[str, str], deadline: float) -> _Response:
         parts = urlsplit(url)
@@ -378,15 +380,3 @@ def pip_index_url() -> str:
     from pip._internal.models.index import PyPI  # pip's own default, not written here
 
     return str(PyPI.simple_url)
-
-
-_resolved: dict[str, str] = {}
-
-
-def upstream_url(configured: str) -> str:
-    """``upstream.url``, or when empty the index pip uses (asked once per process)."""
-    if configured:
-        return configured
-    if "" not in _resolved:
-        _resolved[""] = pip_index_url()
-    return _resolved[""]
