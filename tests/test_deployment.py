@@ -33,6 +33,8 @@ def test_fresh_deployment_lists_its_repositories() -> None:
         assert b'<a href="dev/">dev</a>' in body and b'<a href="stable/">stable</a>' in body
         status, headers, _ = raw_get(site.origin, "/pypi")
         assert status == 301 and headers["Location"].endswith("/pypi/")
+        status, headers, _ = raw_get(site.origin, "/")  # scripts/serve's own server
+        assert status == 302 and headers["Location"].endswith("/pypi/")
 
 
 def test_prepare_deployment_is_idempotent(settings: Settings) -> None:

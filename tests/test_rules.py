@@ -85,3 +85,21 @@ def test_regen_rules_cli_writes_atomically_and_check_keeps_old_file(settings: Se
     assert "no-such-user-here" in broken.stderr
     assert out.read_text() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+def test_vhost_dropin_can_be_included_in_one_virtual_host(settings: Settings,
+                                                          tmp_path: Path) -> None:
+    from pypi_fallback.cli import apache_check_config
+
+    (settings.state / "claims.map").touch()
+    vhost = dataclasses.replace(EXAMPLE_HOST, in_vhost=True)
+    dropin = tmp_path / "pypi-fallback-vhost.conf"
+    dropin.write_text("<VirtualHost 127.0.0.1:1>\n"
+                      + render_rules(settings, vhost, "http://127.0.0.1:1/simple/")
+                      + "</VirtualHost>\n")
+    assert apache_check_config(str(dropin), tmp_path) is None
+    dropin.write_text("<VirtualHost 127.0.0.1:1>\n"
+                      + render_rules(settings, EXAMPLE_HOST, "http://127.0.0.1:1/simple/")
+                      + "</VirtualHost>\n")
+    assert "cannot occur within <VirtualHost>" in (apache_check_config(str(dropin), tmp_path)
+                                                   or "")

@@ -138,6 +138,9 @@ def regen_rules_main(argv: Sequence[str] | None = None) -> int:
                         help="the venv mod_wsgi runs the app from (default: this one)")
     parser.add_argument("--user", help="the app daemon's user (default: the owner of "
                                        "server.state, else www-data)")
+    parser.add_argument("--vhost", action="store_true",
+                        help="for an Include inside one <VirtualHost> instead of conf-enabled "
+                             "(leaves out the server-wide WSGIRestrictEmbedded)")
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -147,7 +150,7 @@ def regen_rules_main(argv: Sequence[str] | None = None) -> int:
         user = args.user or _user_name(owner.st_uid) or "www-data"
         group = _group_name(owner.st_gid) if not args.user and owner.st_uid else user
         host = Host(Path(args.venv) if args.venv else host.venv, host.wsgi_script, user,
-                    group or user)
+                    group or user, in_vhost=args.vhost)
         text = render_rules(settings, host, upstream_url(settings.upstream_url))
         if not args.output:
             if args.check:
