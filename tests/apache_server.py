@@ -87,7 +87,6 @@ def deployed(upstream: FakeUpstream, extra_config: str = "",
                            capture_output=True)
         os.chmod(htpasswd, 0o644)
         env = {**os.environ, "PYPI_FALLBACK_CONFIG": str(config)}
-        subprocess.run([str(BIN / "regen-index")], check=True, env=env, capture_output=True)
         dropin = home / "pypi-fallback.conf"
         subprocess.run([str(BIN / "regen-rules"), "--output", str(dropin), "--check"],
                        check=True, env=env, capture_output=True)

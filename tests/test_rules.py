@@ -17,6 +17,7 @@ APACHE_DIR = Path(__file__).resolve().parent.parent / "apache"
 EXAMPLE_HOST = Host(venv=Path("/opt/pypi-fallback/venv"),
                     wsgi_script=Path("/opt/pypi-fallback/venv/share/pypi-fallback/"
                                      "pypi_fallback.wsgi"))
+EXAMPLE_UPSTREAM = "https://index.example/simple/"
 
 
 def example_settings() -> Settings:
@@ -26,7 +27,8 @@ def example_settings() -> Settings:
 
 def test_example_dropin_is_what_regen_rules_renders() -> None:
     settings = example_settings()
-    text = render_rules(settings, EXAMPLE_HOST, settings.upstream_url)
+    # upstream.url is "" there (pip's index on the machine): shown with a stand-in
+    text = render_rules(settings, EXAMPLE_HOST, settings.upstream_url or EXAMPLE_UPSTREAM)
     path = APACHE_DIR / "pypi-fallback.conf"
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(text)
@@ -35,9 +37,9 @@ def test_example_dropin_is_what_regen_rules_renders() -> None:
 
 def test_dropin_names_every_repo_and_its_writers() -> None:
     text = (APACHE_DIR / "pypi-fallback.conf").read_text()
-    assert '<Location "/pypi/+app/dev">' in text and "Require group developers qc" in text
-    assert '<Location "/pypi/+app/stable">' in text and "Require group qc\n" in text
-    assert 'RewriteCond "$1" "!^(?:acme\\-[a-z0-9-]*)$"' in text
+    assert '<Location "/pypi/+app/dev">' in text and "Who may write (developers, qc)" in text
+    assert '<Location "/pypi/+app/stable">' in text and "Who may write (qc)" in text
+    assert 'RewriteRule "^dev/([a-z0-9-]+)/?$" "https://index.example/simple/$1/"' in text
     assert "python-home=/opt/pypi-fallback/venv" in text
     assert "LimitRequestBody 121634816" in text  # 100 MB + 16 MB for the form fields
 
@@ -78,8 +80,26 @@ def test_regen_rules_cli_writes_atomically_and_check_keeps_old_file(settings: Se
     before = out.read_text()
     broken = subprocess.run([*run, "--check", "--user", "no-such-user-here"],
                             capture_output=True, text=True, timeout=60)
-    assert broken.returncode == 1, broken.stderr
+    assert broken.returncode == 2, broken.stderr
     assert "Apache rejects the new drop-in" in broken.stderr
     assert "no-such-user-here" in broken.stderr
     assert out.read_text() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+def test_vhost_dropin_can_be_included_in_one_virtual_host(settings: Settings,
+                                                          tmp_path: Path) -> None:
+    from pypi_fallback.cli import apache_check_config
+
+    (settings.state / "claims.map").touch()
+    vhost = dataclasses.replace(EXAMPLE_HOST, in_vhost=True)
+    dropin = tmp_path / "pypi-fallback-vhost.conf"
+    dropin.write_text("<VirtualHost 127.0.0.1:1>\n"
+                      + render_rules(settings, vhost, "http://127.0.0.1:1/simple/")
+                      + "</VirtualHost>\n")
+    assert apache_check_config(str(dropin), tmp_path) is None
+    dropin.write_text("<VirtualHost 127.0.0.1:1>\n"
+                      + render_rules(settings, EXAMPLE_HOST, "http://127.0.0.1:1/simple/")
+                      + "</VirtualHost>\n")
+    assert "cannot occur within <VirtualHost>" in (apache_check_config(str(dropin), tmp_path)
+                                                   or "")

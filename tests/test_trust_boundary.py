@@ -82,7 +82,8 @@ def test_metadata_name_with_odd_characters_is_400(app: TestApp, settings: Settin
 
 
 def test_one_sdist_per_release_however_spelled(app: TestApp, settings: Settings) -> None:
-    post(app, "dev", "claimedpkg-1.0.tar.gz", sdist_bytes("claimedpkg", "1.0"), status=200)
+    first = sdist_bytes("claimedpkg", "1.0")
+    post(app, "dev", "claimedpkg-1.0.tar.gz", first, status=200)
     before = snapshot(settings)
     for filename in ("CLAIMEDPKG-1.0.tar.gz",
                      "ClaimedPkg-1.0.0.tar.gz", "claimedpkg-1.0.0.tar.gz"):
@@ -90,7 +91,7 @@ def test_one_sdist_per_release_however_spelled(app: TestApp, settings: Settings)
         resp = post(app, "dev", filename, data, status=400)
         assert "already exists" in resp.status and "claimedpkg-1.0.tar.gz" in resp.status
     assert snapshot(settings) == before
-    post(app, "dev", "claimedpkg-1.0.tar.gz", sdist_bytes("claimedpkg", "1.0"), status=200)
+    post(app, "dev", "claimedpkg-1.0.tar.gz", first, status=200)  # the same file: fine
 
 
 def test_symlinks_inside_a_wheel_are_refused(app: TestApp, settings: Settings) -> None:

@@ -46,7 +46,7 @@ from .errors import (
 from .listing import HTML_TYPE, JSON_TYPE
 from .names import parse_normalized_name
 from .regen import refresh_roots, regenerate, render_upstream_page
-from .storage import UPSTREAM_DIR, Tree, Writer, locked
+from .storage import UPSTREAM_DIR, Tree, Writer, describe_os_error, locked
 from .upload import check_form, is_new_name, receive_upload
 from .upstream import Upstream, UpstreamError, UpstreamTimeout
 
@@ -181,11 +181,13 @@ class App:
             if isinstance(exc, UpstreamUnavailable):
                 response.retry_after = exc.retry_after
         except OSError as exc:
-            print(f"pypi-fallback: storage error: {exc!r}", file=environ.get("wsgi.errors"))
+            # the sysadmin's view (path, user) goes to the error log, never to the client
+            print(f"pypi-fallback: storage error: {describe_os_error(exc)}",
+                  file=environ.get("wsgi.errors"))
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
             response = error_response(507 if full else 500,
                                       f"Storage error: {exc.strerror or exc}; nothing was "
-                                      "published")
+                                      "published (the server's error log says where)")
         return response(environ, start_response)  # type: ignore[no-any-return]
 
     def route(self, request: Request) -> Response:
@@ -213,7 +215,9 @@ class App:
             raise Unauthorized("Authentication required to upload")
         repo = self.settings.repos[repo_name]
         if not self.groups.is_member(user, repo.writers):
-            raise Forbidden(f"User {user!r} may not upload to {repo_name!r}")
+            allowed = ", ".join(repo.writers) or "none"
+            raise Forbidden(f"User {user!r} may not upload to {repo_name!r}: only members of "
+                            f"the groups {allowed} may")
         if request.content_length is None:
             raise BadRequest("Content-Length required")
         if request.content_length > self.settings.max_request_bytes:

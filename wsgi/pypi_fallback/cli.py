@@ -7,13 +7,15 @@ says which part and exits 1; success exits 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .config import Settings, load_settings
 from .errors import ConfigError, PyPIFallbackError
+from .storage import describe_os_error
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
@@ -26,6 +28,10 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+class EnvironmentProblem(PyPIFallbackError):
+    """The machine is not as the command needs it (a permission, a missing folder)."""
+
+
 def _run(prog: str, body: Callable[[], int]) -> int:
     try:
         return body()
@@ -36,22 +42,23 @@ def _run(prog: str, body: Callable[[], int]) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
-        print(f"{prog}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-              file=sys.stderr)
-        return EXIT_PARTIAL
+        print(f"{prog}: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_USAGE
 
 
-def become_owner_of_state(settings: Settings) -> None:
-    """Run as root: act as the owner of the state folder (the web server's user), so
-    the files written stay writable by the upload daemon."""
-    if os.geteuid() != 0:
-        return
-    st = settings.state.stat()
-    if st.st_uid == 0:
-        return
-    os.setgroups([])
-    os.setgid(st.st_gid)
-    os.setuid(st.st_uid)
+@contextlib.contextmanager
+def as_state_owner(settings: Settings) -> Iterator[None]:
+    """Every command does its work on the tree and the state folder inside this block: run
+    as root, it acts as the owner of ``server.state`` (the web server's user), so that
+    nothing it writes is left that the upload daemon cannot write. A failure to read or
+    write (a permission, say) becomes one line naming the path and that user (exit 2)."""
+    from .storage import as_owner_of
+
+    with as_owner_of(settings.state):
+        try:
+            yield
+        except OSError as exc:
+            raise EnvironmentProblem(describe_os_error(exc)) from exc
 
 
 def regen_index_main(argv: Sequence[str] | None = None) -> int:
@@ -73,9 +80,9 @@ def regen_index_main(argv: Sequence[str] | None = None) -> int:
             if repo not in settings.repos:
                 raise ConfigError(f"--repo {repo!r}: no such repository in {settings.source} "
                                   f"(known: {', '.join(settings.repos)})")
-        become_owner_of_state(settings)
-        report = regenerate(settings, args.repo, args.projects, progress=terminal_progress,
-                            refresh_upstream=args.refresh_upstream)
+        with as_state_owner(settings):
+            report = regenerate(settings, args.repo, args.projects, progress=terminal_progress,
+                                refresh_upstream=args.refresh_upstream)
         for name in report.published:
             print(f"published {name}")
         for path, reason in report.quarantined:
@@ -116,7 +123,8 @@ def apache_check_config(dropin: str, workdir: Path) -> str | None:
 def regen_rules_main(argv: Sequence[str] | None = None) -> int:
     import tempfile
 
-    from .mirror import record_upstream_url, resolved_upstream_url
+    from .deployment import prepare_deployment
+    from .mirror import record_upstream_url, resolve_upstream_url, resolved_upstream_url
     from .rules import Host, default_host, render_rules
     from .storage import fsync_dir, tmp_path
 
@@ -130,6 +138,9 @@ def regen_rules_main(argv: Sequence[str] | None = None) -> int:
                         help="the venv mod_wsgi runs the app from (default: this one)")
     parser.add_argument("--user", help="the app daemon's user (default: the owner of "
                                        "server.state, else www-data)")
+    parser.add_argument("--vhost", action="store_true",
+                        help="for an Include inside one <VirtualHost> instead of conf-enabled "
+                             "(leaves out the server-wide WSGIRestrictEmbedded)")
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -139,27 +150,34 @@ def regen_rules_main(argv: Sequence[str] | None = None) -> int:
         user = args.user or _user_name(owner.st_uid) or "www-data"
         group = _group_name(owner.st_gid) if not args.user and owner.st_uid else user
         host = Host(Path(args.venv) if args.venv else host.venv, host.wsgi_script, user,
-                    group or user)
-        # the upstream is resolved here, once, and recorded for the app and the commands
-        url = record_upstream_url(settings) if args.output else resolved_upstream_url(settings)
-        text = render_rules(settings, host, url)
+                    group or user, in_vhost=args.vhost)
         if not args.output:
             if args.check:
                 raise ConfigError("--check needs --output")
-            sys.stdout.write(text)
+            with as_state_owner(settings):
+                url = resolved_upstream_url(settings)
+            sys.stdout.write(render_rules(settings, host, url))
             return EXIT_OK
+        # The upstream is resolved here, once, as whoever runs this (the index root's pip
+        # uses, when upstream.url is empty), and recorded for the app and every command.
+        url = resolve_upstream_url(settings)
+        text = render_rules(settings, host, url)
+        # The tree and the state folder as their owner; the drop-in (in /etc/apache2) as
+        # whoever runs this (root).
+        with as_state_owner(settings):
+            prepare_deployment(settings)
+            record_upstream_url(settings, url)
         output = Path(args.output)
         tmp = tmp_path(output)
         tmp.write_text(text)
         try:
-            _ensure_claims_map(settings)
             if args.check:
                 with tempfile.TemporaryDirectory() as work:
                     problem = apache_check_config(str(tmp), Path(work))
                 if problem:
                     print(f"regen-rules: Apache rejects the new drop-in; {output} kept as it "
                           f"was:\n{problem}", file=sys.stderr)
-                    return EXIT_PARTIAL
+                    return EXIT_USAGE
             os.chmod(tmp, 0o644)
             os.replace(tmp, output)
             fsync_dir(output.parent)
@@ -170,20 +188,6 @@ def regen_rules_main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
     return _run("regen-rules", body)
-
-
-def _ensure_claims_map(settings: Settings) -> None:
-    """Apache refuses to start when a RewriteMap file is missing: make an empty one,
-    owned like the state folder."""
-    from .storage import Tree, add_claims
-
-    tree = Tree.of(settings)
-    if tree.claims_map.exists():
-        return
-    add_claims(tree, {})
-    st = settings.state.stat()
-    if os.geteuid() == 0:
-        os.chown(tree.claims_map, st.st_uid, st.st_gid)
 
 
 def _user_name(uid: int) -> str | None:
@@ -229,8 +233,8 @@ def _qc_command(prog: str, description: str, add: Callable[[argparse.ArgumentPar
         operator = operator_name()
         if prepare:
             prepare(args)
-        become_owner_of_state(settings)
-        return run(settings, args, operator)
+        with as_state_owner(settings):
+            return run(settings, args, operator)
 
     return _run(prog, body)
 

@@ -109,6 +109,15 @@ def build_root_page(projects: Iterable[str]) -> dict[str, Any]:
     }
 
 
+def build_repos_page(repos: Iterable[tuple[str, Sequence[str]]]) -> dict[str, Any]:
+    """The page at ``<prefix>/``: each repository, its URL (relative) and its fallback chain."""
+    return {
+        "meta": {"api-version": API_VERSION},
+        "repositories": [{"name": name, "url": f"{name}/", "fallback": list(fallback)}
+                         for name, fallback in repos],
+    }
+
+
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("pypi_fallback", "templates"),
     autoescape=True,
@@ -135,6 +144,10 @@ def render_root_html(page: Mapping[str, Any]) -> bytes:
     links = "".join(f'    <a href="{n}/">{n}</a><br>\n' for n in names)
     head = _env.get_template("root.html").render(api_version=page["meta"]["api-version"])
     return head.replace("<!-- links -->\n", links).encode("utf-8")
+
+
+def render_repos_html(page: Mapping[str, Any]) -> bytes:
+    return _env.get_template("repos.html").render(page=page).encode("utf-8")
 
 
 TYPE_MAP = (

@@ -30,12 +30,17 @@ from .upstream import Upstream, UpstreamError, UpstreamListing, pip_index_url
 # -- which upstream: resolved once, recorded, used by everyone ----------------------------------
 
 
-def record_upstream_url(settings: Settings) -> str:
-    """Resolve the upstream URL now and record it in the state folder: ``upstream.url``, or
-    when empty the index pip uses for whoever runs this (``regen-rules``, which also writes
-    it into Apache's rules). The app and every command then read the record, so that the
-    rules, the app and the commands ask the same index whoever runs them."""
-    url = settings.upstream_url or pip_index_url()
+def resolve_upstream_url(settings: Settings) -> str:
+    """``upstream.url``, or when empty the index pip uses for whoever runs this."""
+    return settings.upstream_url or pip_index_url()
+
+
+def record_upstream_url(settings: Settings, url: str | None = None) -> str:
+    """Record the upstream URL in the state folder (resolved now unless given): done by
+    ``regen-rules``, which also writes it into Apache's rules. The app and every command
+    then read the record, so that the rules, the app and the commands ask the same index
+    whoever runs them."""
+    url = url or resolve_upstream_url(settings)
     body = {"url": url, "configured": settings.upstream_url, "resolved": utc_timestamp()}
     tree = Tree.of(settings)
     Writer().write(tree.upstream_record, json.dumps(body, sort_keys=True).encode())

@@ -30,6 +30,7 @@ class Host:
     wsgi_script: Path
     user: str = "www-data"
     group: str = "www-data"
+    in_vhost: bool = False  # included in one <VirtualHost>: no server-wide directives
 
 
 def share_dir() -> Path:
@@ -118,6 +119,7 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
         "wsgi_script": host.wsgi_script,
         "user": host.user,
         "group": host.group,
+        "in_vhost": host.in_vhost,
     }
 
 

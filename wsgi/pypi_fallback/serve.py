@@ -50,7 +50,8 @@ fallback = ["upstream"]
 """
 
 
-def write_httpd_conf(workdir: Path, host: str, port: int, dropin: Path, user: str) -> Path:
+def write_httpd_conf(workdir: Path, host: str, port: int, dropin: Path, user: str,
+                     prefix: str = "/pypi") -> Path:
     """A whole Apache server config of its own (own ServerRoot, pid, logs, mutexes) that
     includes the drop-in, listening on ``host:port``."""
     run = workdir / "run"
@@ -74,6 +75,8 @@ TypesConfig /etc/mime.types
 KeepAliveTimeout 5
 Timeout 60
 Include "{dropin}"
+# / is the index's page of repositories, not Debian's default page
+RedirectMatch 302 "^/$" "{prefix}/"
 """)
     return conf
 
@@ -122,7 +125,7 @@ def prepare(home: Path, host: str, port: int, config: Path | None) -> tuple[Path
     dropin = home / "pypi-fallback.conf"
     subprocess.run([str(regen / "regen-rules"), "--output", str(dropin), "--check"],
                    check=True, env=env)
-    conf = write_httpd_conf(home, host, port, dropin, user)
+    conf = write_httpd_conf(home, host, port, dropin, user, settings.url_prefix)
     base = f"http://{host}:{port}{settings.url_prefix}"
     notes[:0] = [f"pypi-fallback on {base}/dev/ and {base}/stable/ (config {config})"]
     notes += [f"  pip install --index-url {base}/dev/ PROJECT",

@@ -223,6 +223,59 @@ def write_listing(writer: Writer, root: Path, folder: Path, body_json: bytes,
         writer.link(shared, folder / "index.var")
 
 
+# -- who writes: the owner of the state folder, even when a command runs as root -----------
+
+
+def user_name(uid: int) -> str:
+    """A user's name, else its number (for messages)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An OSError as a sysadmin can act on it: what failed, on which path, as which user."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where} (running as user {user_name(os.geteuid())})"
+
+
+@contextlib.contextmanager
+def as_owner_of(folder: Path) -> Iterator[None]:
+    """Inside the block, act as the owner of ``folder`` (its user, its group and that
+    user's groups), so that every file and folder written stays writable by that user:
+    the web server's user, for the state folder (RELIABILITY.md 31).
+
+    Only when run as root and ``folder`` is not root's; otherwise nothing changes. Only
+    the effective ids change, so root is restored when the block ends (regen-rules writes
+    into /etc/apache2 after it)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    st = folder.stat()
+    if st.st_uid == 0:
+        yield
+        return
+    import pwd
+
+    try:
+        groups = os.getgrouplist(pwd.getpwuid(st.st_uid).pw_name, st.st_gid)
+    except KeyError:
+        groups = [st.st_gid]
+    saved_gid, saved_groups = os.getegid(), os.getgroups()
+    os.setgroups(groups)
+    os.setegid(st.st_gid)
+    os.seteuid(st.st_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(saved_gid)
+        os.setgroups(saved_groups)
+
+
 # -- layout ---------------------------------------------------------------------------------
 
 

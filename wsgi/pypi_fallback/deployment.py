@@ -1,0 +1,33 @@
+"""What a deployment needs before its first request, made by ``regen-rules``.
+
+Apache refuses to start without the claims map its RewriteMap reads; a repository
+answers 404 until its root listing exists; ``<prefix>/`` needs its page of repositories.
+``regen-rules`` is run at install and after every config change (a new repository), so it
+makes them there, as the owner of the state folder; each is written only when missing or
+changed, so running it again is cheap and changes nothing published.
+"""
+
+from __future__ import annotations
+
+from .config import Settings
+from .listing import TYPE_MAP, build_repos_page, render_json, render_repos_html
+from .regen import refresh_roots
+from .storage import Tree, Writer, add_claims, write_listing
+
+
+def prepare_deployment(settings: Settings) -> None:
+    """The claims map, an (empty, for a new repository) root listing for every repository,
+    and the repositories page at ``<prefix>/`` (HTML and JSON, negotiated like listings)."""
+    tree = Tree.of(settings)
+    if not tree.claims_map.exists():
+        add_claims(tree, {})
+    refresh_roots(settings, settings.repos)
+    page = build_repos_page((name, repo.fallback) for name, repo in settings.repos.items())
+    body = render_json(page)
+    try:
+        if (settings.root / "index.v1_json").read_bytes() == body:
+            return
+    except FileNotFoundError:
+        pass
+    write_listing(Writer(), settings.root, settings.root, body, render_repos_html(page),
+                  TYPE_MAP)
