@@ -70,12 +70,16 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 15)
 
 @contextmanager
 def deployed(upstream: FakeUpstream, extra_config: str = "",
-             extra_apache: str = "", mode: str = "redirect") -> Iterator[Deployment]:
+             extra_apache: str = "", mode: str = "redirect", upstream_url: str | None = None,
+             rules_env: dict[str, str] | None = None) -> Iterator[Deployment]:
+    """A running deployment. ``upstream_url`` goes into the config (default: the fake
+    upstream's); ``rules_env`` is added to the environment regen-rules runs in."""
     home = Path(tempfile.mkdtemp(prefix="pf-it-", dir="/var/tmp"))
     os.chmod(home, 0o755)
     proc = None
     try:
-        config = write_config(home, extra_config, upstream=upstream.simple_url, mode=mode)
+        config = write_config(home, extra_config, mode=mode, upstream=upstream.simple_url
+                              if upstream_url is None else upstream_url)
         if os.geteuid() == 0:
             for sub in ("www", "state"):
                 shutil.chown(home / sub, "www-data", "www-data")
@@ -86,7 +90,7 @@ def deployed(upstream: FakeUpstream, extra_config: str = "",
             subprocess.run(["htpasswd", flags, str(htpasswd), user, password], check=True,
                            capture_output=True)
         os.chmod(htpasswd, 0o644)
-        env = {**os.environ, "PYPI_FALLBACK_CONFIG": str(config)}
+        env = {**os.environ, "PYPI_FALLBACK_CONFIG": str(config), **(rules_env or {})}
         dropin = home / "pypi-fallback.conf"
         subprocess.run([str(BIN / "regen-rules"), "--output", str(dropin), "--check"],
                        check=True, env=env, capture_output=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import os
 import subprocess
@@ -63,5 +64,28 @@ def raw_get(url: str, path: str | None = None, headers: dict[str, str] | None = 
         conn.endheaders()
         resp = conn.getresponse()
         return resp.status, resp.headers, resp.read()
+    finally:
+        conn.close()
+
+
+def raw_upload(url: str, user: str | None, password: str, filename: str, data: bytes,
+               fields: list[tuple[str, str]] | None = None
+               ) -> tuple[int, http.client.HTTPMessage, str]:
+    """One upload POST as an attacker (or a careless tool) might send it: whatever the
+    filename and fields, no retries. Returns status, headers and body text."""
+    from uploads import multipart, twine_fields
+
+    content_type, body = multipart(fields if fields is not None else
+                                   twine_fields(filename, data), filename, data)
+    headers = {"Content-Type": content_type}
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
+    try:
+        conn.request("POST", parts.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read().decode("utf-8", "replace")
     finally:
         conn.close()

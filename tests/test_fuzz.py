@@ -28,7 +28,7 @@ from pypi_fallback.config import Settings, load_settings
 from pypi_fallback.names import NormalizedName, parse_normalized_name
 from pypi_fallback.storage import Tree, add_claims, load_claims
 from test_upload import snapshot
-from uploads import twine_fields
+from uploads import multipart, twine_fields
 from webtest import TestApp
 
 EXAMPLES = int(os.environ.get("PYPI_FALLBACK_FUZZ_EXAMPLES", "150"))
@@ -84,26 +84,9 @@ def check_state(conf: Settings, upstream: FakeUpstream,
         assert asked not in claimed and not conf.is_private(asked), path
 
 
-BOUNDARY = "fuzz-7c1b0e"
-
-
-def multipart(fields: list[tuple[str, str]], filename: str, data: bytes) -> bytes:
-    """A multipart body as a hostile client could send it: names, values and the filename
-    go in as UTF-8, unquoted (WebTest's own encoder takes only ASCII field names)."""
-    out = []
-    for key, value in fields:
-        out.append(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'
-                   f"{value}\r\n".encode())
-    out.append(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="content"; '
-               f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-               .encode() + data + b"\r\n")
-    out.append(f"--{BOUNDARY}--\r\n".encode())
-    return b"".join(out)
-
-
 def upload(app: TestApp, filename: str, data: bytes, fields: list[tuple[str, str]]) -> Any:
-    return app.request("/pypi/dev/", method="POST", body=multipart(fields, filename, data),
-                       content_type=f"multipart/form-data; boundary={BOUNDARY}",
+    content_type, body = multipart(fields, filename, data)
+    return app.request("/pypi/dev/", method="POST", body=body, content_type=content_type,
                        environ={"REMOTE_USER": "alice"}, expect_errors=True)
 
 

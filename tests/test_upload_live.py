@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from distfactory import wheel_bytes, wheel_name, write_sdist, write_wheel
@@ -19,22 +18,9 @@ from pypi_fallback.app import make_app
 from pypi_fallback.config import Settings
 from pypi_fallback.regen import regenerate
 from servers import BasicAuth, serve
-from uploads import twine_fields
+from uploads import multipart, twine_fields
 
 USERS = {"alice": "alice-pw", "carol": "carol-pw"}
-
-
-def multipart(fields: list[tuple[str, str]], filename: str, data: bytes) -> tuple[str, bytes]:
-    boundary = uuid.uuid4().hex
-    parts = []
-    for key, value in fields:
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'
-                     f"{value}\r\n".encode())
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="content"; '
-                 f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-                 .encode() + data + b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode())
-    return f"multipart/form-data; boundary={boundary}", b"".join(parts)
 
 
 def raw_upload(base: str, path: str, filename: str, data: bytes,

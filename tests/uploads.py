@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from typing import Any
 
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
@@ -32,3 +33,19 @@ def twine_fields(filename: str, data: bytes, **overrides: Any) -> list[tuple[str
     }
     fields.update(overrides)
     return [(k, v) for k, v in fields.items() if v is not None]
+
+
+def multipart(fields: list[tuple[str, str]], filename: str, data: bytes,
+              boundary: str | None = None) -> tuple[str, bytes]:
+    """A multipart body as any client, hostile ones included, could send it: names, values
+    and the filename go in as UTF-8, unquoted (WebTest's own encoder takes ASCII names)."""
+    boundary = boundary or uuid.uuid4().hex
+    parts = []
+    for key, value in fields:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'
+                     f"{value}\r\n".encode())
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="content"; '
+                 f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                 .encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return f"multipart/form-data; boundary={boundary}", b"".join(parts)
