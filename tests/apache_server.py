@@ -70,12 +70,14 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 15)
 
 @contextmanager
 def deployed(upstream: FakeUpstream, extra_config: str = "",
-             extra_apache: str = "", mode: str = "redirect") -> Iterator[Deployment]:
+             extra_apache: str = "", mode: str = "redirect",
+             server_config: str = "") -> Iterator[Deployment]:
     home = Path(tempfile.mkdtemp(prefix="pf-it-", dir="/var/tmp"))
     os.chmod(home, 0o755)
     proc = None
     try:
-        config = write_config(home, extra_config, upstream=upstream.simple_url, mode=mode)
+        config = write_config(home, extra_config, upstream=upstream.simple_url, mode=mode,
+                              server=server_config)
         if os.geteuid() == 0:
             for sub in ("www", "state"):
                 shutil.chown(home / sub, "www-data", "www-data")

@@ -44,6 +44,15 @@ def test_dropin_names_every_repo_and_its_writers() -> None:
     assert "LimitRequestBody 121634816" in text  # 100 MB + 16 MB for the form fields
 
 
+def test_dropin_says_how_long_caches_may_keep_answers() -> None:
+    text = (APACHE_DIR / "pypi-fallback.conf").read_text()
+    listing = 'Header set Cache-Control "public, max-age=30, stale-if-error=604800"'
+    assert listing in text
+    assert 'Header set Cache-Control "public, max-age=31536000, immutable"' in text
+    assert text.count("Header merge Vary Accept") == 1  # in the listings' <FilesMatch> only
+    assert "%{HTTP:Accept}" not in text  # reading it in <If> would add Vary to every file
+
+
 @pytest.mark.parametrize(("pattern", "regex"), [("acme-*", "acme\\-[a-z0-9-]*"),
                                                 ("a?c", "a[a-z0-9-]c")])
 def test_glob_to_regex(pattern: str, regex: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import jinja2
 
-from .config import Settings
+from .config import IMMUTABLE, Settings
 from .errors import ConfigError
 from .storage import UPSTREAM_DIR
 
@@ -110,6 +110,8 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
         "upstream_target": f"{settings.url_prefix}/+upstream/" if cache else
         check_redirect_url(upstream_url, "upstream.url", settings.source),
         "cache_mode": cache,
+        "listing_cache_control": settings.listing_cache_control,
+        "immutable": IMMUTABLE,
         "served_alternation": "|".join([re.escape(r) for r in settings.repos]
                                        + ([re.escape(UPSTREAM_DIR)] if cache else [])),
         "limit_request_body": min(limit, 2**31 - 1),
