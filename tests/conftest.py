@@ -18,7 +18,8 @@ from pypi_fallback.config import Settings, load_settings  # noqa: E402
 
 
 def write_config(tmp: Path, extra: str = "", *, upstream: str = "http://127.0.0.1:9/simple/",
-                 repos: str | None = None, ttl: int = 600, mode: str = "redirect") -> Path:
+                 repos: str | None = None, ttl: int = 600, mode: str = "redirect",
+                 server: str = "") -> Path:
     """A config with dev and stable under ``tmp``, as in DESIGN.md."""
     (tmp / "www").mkdir(exist_ok=True)
     (tmp / "state").mkdir(exist_ok=True)
@@ -38,7 +39,7 @@ url_prefix = "/pypi"
 htpasswd = "{tmp / 'htpasswd'}"
 htgroups = "{groups}"
 max_upload_mb = 2
-
+{server}
 [upstream]
 url = "{upstream}"
 timeout = 2

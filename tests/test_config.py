@@ -75,3 +75,11 @@ def test_unknown_fallback_mode(tmp_path: Path) -> None:
 def test_policy_patterns_are_normalized_names(tmp_path: Path, pattern: str) -> None:
     with pytest.raises(ConfigError, match="policy.private: .* is not a pattern"):
         load_settings(write_config(tmp_path, f'[policy]\nprivate = ["{pattern}"]\n'))
+
+
+def test_listing_max_age(tmp_path: Path) -> None:
+    assert load_settings(write_config(tmp_path)).listing_max_age == 30
+    settings = load_settings(write_config(tmp_path, server="listing_max_age = 0\n"))
+    assert settings.listing_cache_control == "public, max-age=0, stale-if-error=604800"
+    with pytest.raises(ConfigError, match="server.listing_max_age must be 0 or more seconds"):
+        load_settings(write_config(tmp_path, server="listing_max_age = -1\n"))

@@ -44,6 +44,15 @@ def test_dropin_names_every_repo_and_its_writers() -> None:
     assert "LimitRequestBody 121634816" in text  # 100 MB + 16 MB for the form fields
 
 
+def test_dropin_says_how_long_caches_may_keep_answers() -> None:
+    text = (APACHE_DIR / "pypi-fallback.conf").read_text()
+    listing = 'Header set Cache-Control "public, max-age=30, stale-if-error=604800"'
+    assert listing in text
+    assert 'Header set Cache-Control "public, max-age=31536000, immutable"' in text
+    assert text.count("Header merge Vary Accept") == 1  # in the listings' <FilesMatch> only
+    assert "%{HTTP:Accept}" not in text  # reading it in <If> would add Vary to every file
+
+
 @pytest.mark.parametrize(("pattern", "regex"), [("acme-*", "acme\\-[a-z0-9-]*"),
                                                 ("a?c", "a[a-z0-9-]c")])
 def test_glob_to_regex(pattern: str, regex: str) -> None:
@@ -51,7 +60,8 @@ def test_glob_to_regex(pattern: str, regex: str) -> None:
 
 
 @pytest.mark.parametrize("url", ["http://up.example/simple/$1", "http://up.example/a b/",
-                                 "http://up.example/x\r\nSet-Cookie: a=b", "ftp://x/"])
+                                 "http://up.example/x\r\nSet-Cookie: a=b", "ftp://x/",
+                                 "http://up.example/simple/\n"])
 def test_unsafe_upstream_url_is_a_config_error(settings: Settings, url: str) -> None:
     with pytest.raises(ConfigError, match="cannot be used in a redirect rule"):
         render_rules(settings, EXAMPLE_HOST, url)
@@ -103,3 +113,51 @@ def test_vhost_dropin_can_be_included_in_one_virtual_host(settings: Settings,
                       + "</VirtualHost>\n")
     assert "cannot occur within <VirtualHost>" in (apache_check_config(str(dropin), tmp_path)
                                                    or "")
+
+
+def test_example_replica_dropin_is_what_regen_rules_renders(tmp_path: Path) -> None:
+    from pypi_fallback.cli import apache_check_config
+    from pypi_fallback.rules import REPLICA_MODULES, render_replica
+
+    text = render_replica("http://pypi.example.internal/pypi/")
+    path = APACHE_DIR / "pypi-fallback-replica.conf"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text()
+    assert 'ProxyPass "/pypi/" "http://pypi.example.internal/pypi/"' in text
+    assert 'ProxyPassReverse "/pypi/" "http://pypi.example.internal/pypi/"' in text
+    assert 'CacheEnable disk "/pypi/"' in text and "CacheLock on" in text
+    assert "CacheStaleOnError on" in text
+    dropin = tmp_path / "replica.conf"
+    dropin.write_text(text)
+    assert apache_check_config(str(dropin), tmp_path, REPLICA_MODULES) is None
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("http://primary.example/", "give the primary's URL with its prefix"),
+    ("http://primary.example", "give the primary's URL with its prefix"),
+    ("ftp://primary.example/pypi/", "cannot be used in a redirect rule"),
+    ("http://primary.example/pypi/\r\nHeader set X 1", "cannot be used in a redirect rule"),
+    ("http://primary.example/pypi/\n", "cannot be used in a redirect rule"),
+    ('http://primary.example/pypi" evil', "cannot be used in a redirect rule"),
+])
+def test_replica_of_needs_a_plain_primary_url(url: str, message: str) -> None:
+    from pypi_fallback.rules import render_replica
+
+    with pytest.raises(ConfigError, match=message):
+        render_replica(url)
+
+
+def test_regen_rules_replica_of_cli(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parent.parent / "scripts" / "regen-rules"
+    out = tmp_path / "replica.conf"
+    ok = subprocess.run([sys.executable, str(script), "--replica-of",
+                         "http://127.0.0.1:8080/pypi", "--cache-root", str(tmp_path / "cache"),
+                         "--output", str(out), "--check"],
+                        capture_output=True, text=True, timeout=60,
+                        env={**os.environ, "PYPI_FALLBACK_CONFIG": "/nonexistent.toml"})
+    assert ok.returncode == 0, ok.stderr
+    assert f'CacheRoot "{tmp_path / "cache"}"' in out.read_text()
+    bad = subprocess.run([sys.executable, str(script), "--replica-of", "http://x/$1"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--replica-of" in bad.stderr

@@ -23,7 +23,7 @@ from webob.static import FileIter
 
 from . import mirror
 from .auth import GroupFile
-from .config import Settings, load_settings
+from .config import IMMUTABLE, Settings, load_settings
 from .errors import (
     BadRequest,
     ClaimsCorrupt,
@@ -188,7 +188,20 @@ class App:
             response = error_response(507 if full else 500,
                                       f"Storage error: {exc.strerror or exc}; nothing was "
                                       "published (the server's error log says where)")
+        response.cache_control = self.cache_control(request, response)
         return response(environ, start_response)  # type: ignore[no-any-return]
+
+    def cache_control(self, request: Request, response: Response) -> str:
+        """What a cache in front may keep: in cache mode, a file fetched for Apache is
+        immutable and a listing is fresh as long as Apache's own; nothing else the app
+        answers (uploads, health, errors) may be stored."""
+        if response.status_code == 200:
+            route = request.environ.get(ROUTE_FLAG)
+            if route == "fetch":
+                return IMMUTABLE
+            if route == "cache":
+                return self.settings.listing_cache_control
+        return "no-store"
 
     def route(self, request: Request) -> Response:
         prefix = self.settings.url_prefix + "/"

@@ -99,7 +99,8 @@ def regen_index_main(argv: Sequence[str] | None = None) -> int:
 
 
 
-def apache_check_config(dropin: str, workdir: Path) -> str | None:
+def apache_check_config(dropin: str, workdir: Path,
+                        extra_modules: Sequence[str] = ()) -> str | None:
     """Run Apache's own config test on a server config that includes ``dropin``.
 
     Returns None when Apache accepts it, else what Apache said."""
@@ -108,7 +109,8 @@ def apache_check_config(dropin: str, workdir: Path) -> str | None:
     from .serve import APACHE, MODULES, MODULES_DIR
 
     conf = workdir / "check-httpd.conf"
-    loads = "".join(f"LoadModule {m}_module {MODULES_DIR}/mod_{m}.so\n" for m in MODULES)
+    loads = "".join(f"LoadModule {m}_module {MODULES_DIR}/mod_{m}.so\n"
+                    for m in (*MODULES, *extra_modules))
     conf.write_text(f"ServerRoot {workdir}\nListen 127.0.0.1:1\nServerName localhost\n"
                     f"PidFile {workdir}/check.pid\nErrorLog {workdir}/check-error.log\n"
                     f"TypesConfig /etc/mime.types\n{loads}Include {dropin}\n")
@@ -121,12 +123,16 @@ def apache_check_config(dropin: str, workdir: Path) -> str | None:
 
 
 def regen_rules_main(argv: Sequence[str] | None = None) -> int:
-    import tempfile
-
     from .deployment import prepare_deployment
     from .mirror import record_upstream_url, resolve_upstream_url, resolved_upstream_url
-    from .rules import Host, default_host, render_rules
-    from .storage import fsync_dir, tmp_path
+    from .rules import (
+        DEFAULT_CACHE_ROOT,
+        REPLICA_MODULES,
+        Host,
+        default_host,
+        render_replica,
+        render_rules,
+    )
 
     parser = _parser("regen-rules", "Write the Apache drop-in for the config.")
     parser.add_argument("--output", metavar="PATH",
@@ -141,9 +147,26 @@ def regen_rules_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--vhost", action="store_true",
                         help="for an Include inside one <VirtualHost> instead of conf-enabled "
                              "(leaves out the server-wide WSGIRestrictEmbedded)")
+    parser.add_argument("--replica-of", metavar="URL",
+                        help="instead, a drop-in for another machine's Apache: a caching "
+                             "read replica of the primary at URL (its http(s)://host/prefix/); "
+                             "reads no config")
+    parser.add_argument("--cache-root", metavar="DIR", default=str(DEFAULT_CACHE_ROOT),
+                        help="with --replica-of: the disk cache (default: %(default)s)")
     args = parser.parse_args(argv)
 
+    def replica() -> int:
+        text = render_replica(args.replica_of, Path(args.cache_root))
+        if not args.output:
+            if args.check:
+                raise ConfigError("--check needs --output")
+            sys.stdout.write(text)
+            return EXIT_OK
+        return _install_dropin(Path(args.output), text, args.check, REPLICA_MODULES)
+
     def body() -> int:
+        if args.replica_of:
+            return replica()
         settings = load_settings(args.config)
         host = default_host()
         owner = settings.state.stat()
@@ -167,27 +190,37 @@ def regen_rules_main(argv: Sequence[str] | None = None) -> int:
         with as_state_owner(settings):
             prepare_deployment(settings)
             record_upstream_url(settings, url)
-        output = Path(args.output)
-        tmp = tmp_path(output)
-        tmp.write_text(text)
-        try:
-            if args.check:
-                with tempfile.TemporaryDirectory() as work:
-                    problem = apache_check_config(str(tmp), Path(work))
-                if problem:
-                    print(f"regen-rules: Apache rejects the new drop-in; {output} kept as it "
-                          f"was:\n{problem}", file=sys.stderr)
-                    return EXIT_USAGE
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, output)
-            fsync_dir(output.parent)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        print(f"regen-rules: wrote {output}", file=sys.stderr)
-        return EXIT_OK
+        return _install_dropin(Path(args.output), text, args.check)
 
     return _run("regen-rules", body)
+
+
+def _install_dropin(output: Path, text: str, check: bool,
+                    extra_modules: Sequence[str] = ()) -> int:
+    """Write ``text`` to ``output`` atomically, after Apache's config test when ``check``
+    (the old file is kept when Apache rejects the new one)."""
+    import tempfile
+
+    from .storage import fsync_dir, tmp_path
+
+    tmp = tmp_path(output)
+    tmp.write_text(text)
+    try:
+        if check:
+            with tempfile.TemporaryDirectory() as work:
+                problem = apache_check_config(str(tmp), Path(work), extra_modules)
+            if problem:
+                print(f"regen-rules: Apache rejects the new drop-in; {output} kept as it "
+                      f"was:\n{problem}", file=sys.stderr)
+                return EXIT_USAGE
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, output)
+        fsync_dir(output.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    print(f"regen-rules: wrote {output}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _user_name(uid: int) -> str | None:

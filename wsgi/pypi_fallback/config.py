@@ -21,6 +21,10 @@ ENV_VAR = "PYPI_FALLBACK_CONFIG"
 UPSTREAM = "upstream"
 FALLBACK_MODES = ("redirect", "cache")
 FORM_OVERHEAD_MB = 16
+# Distributions and their metadata never change once published: any cache may keep them.
+IMMUTABLE = "public, max-age=31536000, immutable"
+# How long a cache may serve a stale listing while the origin answers errors or is down.
+STALE_IF_ERROR = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class Settings:
     htpasswd: Path = Path("/etc/pypi-fallback/htpasswd")
     htgroups: Path = Path("/etc/pypi-fallback/htgroups")
     max_upload_mb: int = 100
+    listing_max_age: int = 30
     upstream_url: str = ""
     upstream_timeout: float = 10.0
     upstream_ttl: int = 600
@@ -65,6 +70,13 @@ class Settings:
         """The largest upload request: the file, and room for the form's metadata fields
         (a long description)."""
         return self.max_upload_bytes + FORM_OVERHEAD_MB * 1024 * 1024
+
+    @property
+    def listing_cache_control(self) -> str:
+        """Cache-Control of listings, pages and redirects: fresh for a short time, then
+        revalidated; served stale when the origin fails."""
+        return (f"public, max-age={self.listing_max_age}, "
+                f"stale-if-error={STALE_IF_ERROR}")
 
     def reaches_upstream(self, repo: str) -> bool:
         """Whether a project missing all down the chain of ``repo`` is looked up upstream."""
@@ -113,6 +125,7 @@ _SECTIONS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "htpasswd": (str, "/etc/pypi-fallback/htpasswd"),
         "htgroups": (str, "/etc/pypi-fallback/htgroups"),
         "max_upload_mb": (int, 100),
+        "listing_max_age": (int, 30),
     },
     "upstream": {
         "url": (str, ""),
@@ -218,6 +231,8 @@ def parse_settings(data: Mapping[str, Any], source: Path, *, check_paths: bool =
         raise ConfigError(f"{source}: server.url_prefix must be a URL path like '/pypi'")
     if server["max_upload_mb"] < 1:
         raise ConfigError(f"{source}: server.max_upload_mb must be at least 1")
+    if server["listing_max_age"] < 0:
+        raise ConfigError(f"{source}: server.listing_max_age must be 0 or more seconds")
     if fallback["mode"] not in FALLBACK_MODES:
         raise ConfigError(
             f"{source}: fallback.mode must be one of {', '.join(FALLBACK_MODES)}, "
@@ -245,6 +260,7 @@ def parse_settings(data: Mapping[str, Any], source: Path, *, check_paths: bool =
         htpasswd=Path(server["htpasswd"]),
         htgroups=Path(server["htgroups"]),
         max_upload_mb=server["max_upload_mb"],
+        listing_max_age=server["listing_max_age"],
         upstream_url=url.rstrip("/") + "/" if url else "",
         upstream_timeout=float(upstream["timeout"]),
         upstream_ttl=upstream["ttl"],

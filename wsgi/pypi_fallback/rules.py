@@ -10,14 +10,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 
-from .config import Settings
+from .config import IMMUTABLE, Settings
 from .errors import ConfigError
 from .storage import UPSTREAM_DIR
 
 TEMPLATE = "pypi-fallback.conf.j2"
+REPLICA_TEMPLATE = "pypi-fallback-replica.conf.j2"
+# The Apache modules a replica needs besides the core ones (a2enmod).
+REPLICA_MODULES = ("proxy", "proxy_http", "cache", "cache_disk")
+# Debian's mod_cache_disk folder, which its apache-htcacheclean service keeps in check.
+DEFAULT_CACHE_ROOT = Path("/var/cache/apache2/mod_cache_disk")
 WSGI_SCRIPT = "pypi_fallback.wsgi"
 _SAFE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
 
@@ -55,7 +61,7 @@ def glob_to_regex(pattern: str) -> str:
 
 
 def check_redirect_url(url: str, key: str, source: Path) -> str:
-    if not _SAFE_URL.match(url):
+    if not _SAFE_URL.fullmatch(url):
         raise ConfigError(
             f"{source}: {key} {url!r} cannot be used in a redirect rule: use a plain "
             "http(s)://host[:port]/path URL"
@@ -68,7 +74,7 @@ _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+@-]*$")
 
 def check_path(path: Path, key: str, source: Path) -> Path:
     """A path going into the drop-in: nothing Apache or mod_rewrite would interpret."""
-    if not _SAFE_PATH.match(str(path)):
+    if not _SAFE_PATH.fullmatch(str(path)):
         raise ConfigError(f"{source}: {key} {str(path)!r} cannot go into the Apache config: "
                           "use an absolute path of letters, digits and . _ / + @ -")
     return path
@@ -110,6 +116,8 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
         "upstream_target": f"{settings.url_prefix}/+upstream/" if cache else
         check_redirect_url(upstream_url, "upstream.url", settings.source),
         "cache_mode": cache,
+        "listing_cache_control": settings.listing_cache_control,
+        "immutable": IMMUTABLE,
         "served_alternation": "|".join([re.escape(r) for r in settings.repos]
                                        + ([re.escape(UPSTREAM_DIR)] if cache else [])),
         "limit_request_body": min(limit, 2**31 - 1),
@@ -123,8 +131,8 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
     }
 
 
-def render_rules(settings: Settings, host: Host, upstream_url: str) -> str:
-    env = jinja2.Environment(
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(share_dir())),
         autoescape=False,  # Apache config, not HTML: values are checked instead
         trim_blocks=True,
@@ -132,4 +140,39 @@ def render_rules(settings: Settings, host: Host, upstream_url: str) -> str:
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
     )
-    return env.get_template(TEMPLATE).render(**rules_context(settings, host, upstream_url))
+
+
+def render_rules(settings: Settings, host: Host, upstream_url: str) -> str:
+    return _environment().get_template(TEMPLATE).render(
+        **rules_context(settings, host, upstream_url))
+
+
+def replica_context(primary_url: str, cache_root: Path,
+                    lock_path: Path = Path("/tmp/pypi-fallback-cache-lock")) -> dict[str, Any]:
+    """A replica serves the primary's URL prefix under the same path on its own host."""
+    source = Path("the command line")
+    primary = check_redirect_url(primary_url, "--replica-of", source)
+    prefix = urlsplit(primary).path.rstrip("/")
+    if not prefix:
+        raise ConfigError(f"--replica-of {primary_url!r}: give the primary's URL with its "
+                          "prefix, like http://pypi.example.internal/pypi/")
+    return {
+        "primary": primary,
+        "prefix": prefix,
+        "cache_root": check_path(cache_root, "--cache-root", source),
+        "lock_path": check_path(lock_path, "cache lock path", source),
+        "max_file_size": 16 * 1024**3,
+        "connect_timeout": 5,
+        # as long as the primary gives its largest upload (never under five minutes)
+        "timeout": 600,
+        # after a failed connection, ask the primary again at most every 5 s
+        "retry": 5,
+    }
+
+
+def render_replica(primary_url: str, cache_root: Path = DEFAULT_CACHE_ROOT,
+                   lock_path: Path | None = None) -> str:
+    """The drop-in for another machine's Apache: a caching reverse proxy of the primary."""
+    context = (replica_context(primary_url, cache_root, lock_path) if lock_path
+               else replica_context(primary_url, cache_root))
+    return _environment().get_template(REPLICA_TEMPLATE).render(**context)

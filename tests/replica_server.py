@@ -1,0 +1,119 @@
+"""Real Apache as a read replica of a test deployment, from the drop-in that
+``regen-rules --replica-of`` writes: its own ServerRoot, port and disk cache under /var/tmp."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from apache_server import BIN, Deployment, free_port, wait_for_port
+from pypi_fallback.rules import REPLICA_MODULES
+from pypi_fallback.serve import APACHE, MODULES_DIR
+
+# the core modules of any Apache, then what the replica's drop-in says it needs
+CORE_MODULES = ("mpm_event", "authz_core", "mime")
+
+
+@dataclass
+class Replica:
+    home: Path
+    port: int
+    prefix: str
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, repo: str) -> str:
+        return f"{self.origin}{self.prefix}/{repo}/"
+
+    def error_log(self) -> str:
+        try:
+            return (self.home / "error.log").read_text()
+        except FileNotFoundError:
+            return ""
+
+
+def write_replica_httpd_conf(home: Path, port: int, dropin: Path) -> Path:
+    run = home / "run"
+    run.mkdir(exist_ok=True)
+    loads = "".join(f"LoadModule {m}_module {MODULES_DIR}/mod_{m}.so\n"
+                    for m in (*CORE_MODULES, *REPLICA_MODULES))
+    identity = "User www-data\nGroup www-data\n" if os.geteuid() == 0 else ""
+    conf = home / "httpd.conf"
+    conf.write_text(f"""\
+ServerRoot "{home}"
+DefaultRuntimeDir "{run}"
+PidFile "{run}/httpd.pid"
+Mutex file:{run} default
+Listen 127.0.0.1:{port}
+ServerName 127.0.0.1:{port}
+{identity}ErrorLog "{home}/error.log"
+LogLevel warn
+LogFormat "%h %t \\"%r\\" %>s %b \\"%{{X-Cache}}o\\"" replica
+CustomLog "{home}/access.log" replica
+TypesConfig /etc/mime.types
+{loads}KeepAliveTimeout 5
+Timeout 60
+Include "{dropin}"
+""")
+    return conf
+
+
+@contextmanager
+def replica_of(primary: Deployment) -> Iterator[Replica]:
+    home = Path(tempfile.mkdtemp(prefix="pf-replica-", dir="/var/tmp"))
+    os.chmod(home, 0o755)
+    proc = None
+    try:
+        cache = home / "cache"
+        cache.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(cache, "www-data", "www-data")
+        dropin = home / "pypi-fallback-replica.conf"
+        primary_url = f"{primary.origin}{primary.settings.url_prefix}/"
+        done = subprocess.run([str(BIN / "regen-rules"), "--replica-of", primary_url,
+                               "--cache-root", str(cache), "--output", str(dropin), "--check"],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        port = free_port()
+        conf = write_replica_httpd_conf(home, port, dropin)
+        check = subprocess.run([APACHE, "-t", "-f", str(conf)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+        proc = subprocess.Popen([APACHE, "-f", str(conf), "-DFOREGROUND"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(port, proc)
+        yield Replica(home, port, primary.settings.url_prefix)
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def stop_primary(primary: Deployment) -> None:
+    """Stop the primary's Apache (the one ``deployed`` started; it reaps it at the end) and
+    wait until its port refuses connections."""
+    pid = int((primary.home / "run" / "httpd.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(300):
+        try:
+            with socket.create_connection(("127.0.0.1", primary.port), timeout=0.5):
+                pass
+        except OSError:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the primary's Apache (pid {pid}) did not stop")
