@@ -45,6 +45,7 @@ from .errors import (
 )
 from .listing import HTML_TYPE, JSON_TYPE
 from .names import parse_normalized_name
+from .pages import PageRefresher
 from .regen import refresh_roots, regenerate, render_upstream_page
 from .storage import UPSTREAM_DIR, Tree, Writer, describe_os_error, locked
 from .upload import check_form, is_new_name, receive_upload
@@ -159,6 +160,7 @@ class App:
         self.settings = settings
         self.groups = GroupFile(settings.htgroups)
         self.roots = RootRefresher(settings)
+        self.pages = PageRefresher(settings)
         self._upstream: Upstream | None = None
         self._reachable: tuple[float, bool] = (0.0, False)
 
@@ -245,6 +247,8 @@ class App:
         if outcome.stale_roots:
             resp.app_iter = AfterResponse(resp.app_iter,
                                           lambda: self.roots.request(outcome.stale_roots))
+        if outcome.status == "created" and self.settings.pages:  # pages for people (pages.py)
+            resp.app_iter = AfterResponse(resp.app_iter, lambda: self.pages.request([project]))
         return resp
 
     def cache(self, request: Request, rest: str) -> Response:

@@ -32,6 +32,7 @@ TMP_PREFIX = ".tmp-"
 STALE_TMP_SECONDS = 6 * 3600
 LISTING_FILES = ("index.html", "index.v1_json", "index.var")
 UPSTREAM_DIR = "+upstream"
+PAGES_DIR = "+pages"  # the pages for people (see pages.py)
 
 
 def tmp_path(final: Path) -> Path:
