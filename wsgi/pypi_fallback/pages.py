@@ -176,9 +176,10 @@ def _yank(value: Any) -> str | None:
 def _detail(entry: dict[str, Any]) -> str:
     if entry.get("action") == "promote" and entry.get("from"):
         return f"from {entry['from']}"
-    for key in ("reason", "claim"):
-        if entry.get(key):
-            return str(entry[key])
+    if entry.get("reason"):
+        return str(entry["reason"])
+    if entry.get("claim"):
+        return f"name claimed here ({entry['claim']})"
     return ""
 
 
@@ -498,6 +499,7 @@ class PageRefresher:
         self._last = -1e9
         self._pending: set[str] = set()
         self._scheduled = False
+        self._timer: threading.Timer | None = None
 
     def request(self, projects: Sequence[str]) -> None:
         if not self.settings.pages:
@@ -511,9 +513,9 @@ class PageRefresher:
             wait = self._last + self.interval - time.monotonic()
             if wait > 0:
                 self._scheduled = True
-                timer = threading.Timer(wait, self._flush)
-                timer.daemon = True
-                timer.start()
+                self._timer = threading.Timer(wait, self._flush)
+                self._timer.daemon = True
+                self._timer.start()
                 return
             self._last = time.monotonic()
         self._flush()
