@@ -244,19 +244,22 @@ def test_incremental_landing_equals_a_full_rebuild(settings: Settings) -> None:
         in incremental
 
 
-def test_page_refresher_renders_at_once_and_folds_the_landing(settings: Settings) -> None:
+def test_page_refresher_renders_at_once_then_folds(settings: Settings) -> None:
     write_wheel(settings.root / "dev" / "acme", "acme", "1.0")
     regenerate(settings)
     refresher = PageRefresher(settings, interval=30)
-    refresher.request(["acme"])  # due now: landing rebuilt at once
+    (settings.root / "+pages" / "acme" / "index.html").unlink()
+    refresher.request(["acme"])  # due now: page and landing rebuilt at once
+    assert "acme" in page(settings, "acme")
     write_wheel(settings.root / "dev" / "zeta", "zeta", "1.0")
     regenerate(dataclasses.replace(settings, pages=False), names=["zeta"])  # listings only
-    refresher.request(["zeta"])  # within the interval: page now, landing later
-    assert "zeta" in page(settings, "zeta")
+    refresher.request(["zeta"])  # within the interval: folded into one rebuild at its end
     assert refresher._scheduled and refresher._timer is not None
     refresher._timer.cancel()
-    assert b"zeta" not in (settings.root / "index.html").read_bytes()  # folded: not yet
+    assert not (settings.root / "+pages" / "zeta").exists()
+    assert b"zeta" not in (settings.root / "index.html").read_bytes()
     refresher._flush()
+    assert "zeta" in page(settings, "zeta")
     assert b'<a href="+pages/zeta/">zeta</a>' in (settings.root / "index.html").read_bytes()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from apache_server import USERS, deployed
 from clients import PIP_ACCEPT, raw_get, twine_upload
-from distfactory import write_wheel
+from distfactory import wheel_bytes, wheel_name, write_wheel
 from fake_upstream import running_upstream
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -199,3 +200,29 @@ def test_people_browse_search_and_read_projects(tmp_path: Path) -> None:
             assert width <= 390, "the page scrolls sideways on a phone"
             driver.save_screenshot(str(out / "project-phone.png"))
         print(f"screenshots in {out}")
+
+
+def test_overlay_page_shows_upstream_files_and_what_the_cache_fetched(tmp_path: Path) -> None:
+    with running_upstream() as up:
+        up.add("acme", wheel_name("acme", "1.0"), wheel_bytes("acme", "1.0"))
+        with deployed(up, '[policy]\noverlay = ["acme"]\n', mode="cache") as site:
+            ours = write_wheel(tmp_path, "acme", "2.0+local")
+            uploaded = twine_upload(site.url("dev"), "alice", USERS["alice"], ours)
+            assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+            page_url = f"{site.origin}/pypi/+pages/acme/"
+
+            def files() -> dict[str, str]:
+                _, _, body = raw_get(page_url)
+                rows = re.findall(r'<td><a href="([^"]+)">([^<]+)</a></td>\s*<td>([^<]*)</td>',
+                                  body.decode())
+                return {name: where for _, name, where in rows}
+
+            wait_for(lambda: len(files()) == 2, what="the overlay's page")
+            assert files() == {wheel_name("acme", "2.0+local"): "dev",
+                               wheel_name("acme", "1.0"): "upstream"}
+            assert b'title="Local files are merged with the upstream' in raw_get(page_url)[2]
+            status, _, _ = raw_get(f"{site.origin}/pypi/+upstream/acme/"
+                                   f"{wheel_name('acme', '1.0')}")
+            assert status == 200, site.error_log()
+            assert wait_for(lambda: files()[wheel_name("acme", "1.0")] ==
+                            "cached from upstream", what="cached from upstream")

@@ -273,6 +273,9 @@ class App:
             resp = Response(content_type="application/octet-stream")
             resp.app_iter = FileIter(open(fetched.path, "rb"))  # noqa: SIM115
             resp.content_length = fetched.path.stat().st_size
+            if fetched.downloaded and self.pages.has_page(project):  # now "cached from upstream"
+                resp.app_iter = AfterResponse(resp.app_iter,
+                                              lambda: self.pages.request([project]))
             return resp
         if filename:
             raise NotFound(f"Not found: {rest!r}")

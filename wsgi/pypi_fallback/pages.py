@@ -17,6 +17,12 @@ folded in from ``audit.jsonl`` past the mark ``audit-mark.json`` (so a page neve
 the whole log); ``projects/<project>.json``, the inputs' fingerprint and the project's
 search entry; ``metadata/<sha256>``, the core metadata of an sdist (a wheel's is on disk
 beside it as ``<file>.metadata``), so that an archive is opened once.
+
+All of it is derived from the records, the audit log and the tree, so it is written
+atomically but without fsync (``storage.Volatile``): an upload pays no disk flush for its
+pages. What a crash loses is rebuilt: an empty or missing page, or a fingerprint that no
+longer matches, is rendered again by the next ``regen-index``; a damaged trail makes the
+next fold read the audit log from its start again.
 """
 
 from __future__ import annotations
@@ -60,8 +66,8 @@ from .storage import (
     CLAIM_REASONS,
     PAGES_DIR,
     UPSTREAM_DIR,
-    Batch,
     Tree,
+    Volatile,
     Writer,
     load_claims,
     load_record,
@@ -140,15 +146,22 @@ def fold_audit(tree: Tree) -> set[NormalizedName]:
             project = entry.get("project") if isinstance(entry, dict) else None
             if isinstance(project, str) and is_normalized_name(project):
                 new.setdefault(NormalizedName(project), []).append(entry)
-        writer: Writer = Batch(tree.state) if len(new) > 20 else Writer()
+        writer = Volatile()
+        damaged = False
         for project, entries in new.items():
             path = state / "trails" / f"{project}.json"
-            trail = _load_json(path, [])
+            trail = _load_json(path, None)
+            if not isinstance(trail, list):
+                # damaged by a crash (written without fsync): read the whole log again
+                damaged = path.exists()
+                trail = []
             seen = {_dump(e) for e in trail}
             trail += [e for e in entries if _dump(e) not in seen]
             writer.write(path, _dump(trail[-TRAIL_KEEP:]))
-        writer.write(mark_path, _dump({"inode": st.st_ino, "offset": offset + end}))
-        writer.flush()
+        if damaged and offset:
+            writer.remove(mark_path)
+        else:
+            writer.write(mark_path, _dump({"inode": st.st_ino, "offset": offset + end}))
         return set(new)
 
 
@@ -346,13 +359,12 @@ def refresh_projects(settings: Settings, projects: Iterable[str], *, force: bool
     changed: set[NormalizedName] = set()
     for start in range(0, len(wanted), batch_size):
         chunk = wanted[start:start + batch_size]
-        writer: Writer = Batch(settings.root) if len(chunk) > 1 else Writer()
+        writer = Volatile()
         with contextlib.ExitStack() as stack:
             for project in chunk:
                 stack.enter_context(locked(tree, f"+page-{project}"))
                 if _refresh_one(settings, tree, project, claims.get(project), writer, force):
                     changed.add(project)
-            writer.flush()
     return changed
 
 
@@ -362,7 +374,11 @@ def _refresh_one(settings: Settings, tree: Tree, project: NormalizedName, claim:
     page = pages_root(settings) / project / "index.html"
     fingerprint, _raw = _inputs(settings, tree, project, claim)
     state = _load_json(state_path, {})
-    if not force and state.get("fingerprint") == fingerprint and page.exists():
+    try:
+        written = page.stat().st_size > 0  # (empty: a crash before it reached the disk)
+    except FileNotFoundError:
+        written = False
+    if not force and state.get("fingerprint") == fingerprint and written:
         return False
     view = project_view(settings, tree, project, claim, writer)
     if view is None:
@@ -459,7 +475,7 @@ def refresh_landing(settings: Settings, changed: Iterable[str] | None = None) ->
         repos = tuple(RepoRow(name, repo.fallback, counts[name], repo.writers)
                       for name, repo in settings.repos.items())
         view = LandingView(repos, tuple(_recent(tree)), ordered)
-        writer = Writer()
+        writer = Volatile()
         files = {pages_root(settings) / "+static" / name: body
                  for name, body in static_files().items()}
         files[index_path] = render_search_index(ordered)
@@ -489,9 +505,11 @@ def refresh(settings: Settings, projects: Iterable[str] | None = None) -> None:
 
 
 class PageRefresher:
-    """The app's pages after a response: the project's page at once (it is small), the
-    landing page and search index at most once per interval (folded, like root listings:
-    they cost O(projects), so a burst of uploads pays for one rebuild)."""
+    """The app's pages, after responses, folded like root listings: the first upload's
+    project page, landing page and search index are rewritten at once (after its response
+    is sent); later uploads within the interval are folded into one rebuild at its end.
+    So a burst of uploads pays for one rebuild, never for one each, and an upload's own
+    latency never includes them."""
 
     def __init__(self, settings: Settings, interval: float = 2.0) -> None:
         self.settings, self.interval = settings, interval
@@ -501,12 +519,15 @@ class PageRefresher:
         self._scheduled = False
         self._timer: threading.Timer | None = None
 
+    def has_page(self, project: str) -> bool:
+        """A local project (an overlay, or one with pinned files) has a page; a project
+        only cached from the upstream has none."""
+        return self.settings.pages and (pages_root(self.settings) / project).is_dir()
+
     def request(self, projects: Sequence[str]) -> None:
         if not self.settings.pages:
             return
-        refresh_projects(self.settings, projects)
         with self._lock:
-            # the landing page's recent uploads change even when no search entry does
             self._pending |= set(projects)
             if self._scheduled:
                 return
@@ -526,4 +547,6 @@ class PageRefresher:
             self._scheduled = False
             self._last = time.monotonic()
         if todo:
+            # the landing page's recent uploads change even when no search entry does
+            refresh_projects(self.settings, todo)
             refresh_landing(self.settings, todo)
