@@ -32,8 +32,9 @@ from pypi_fallback.pagehtml import (
     render_landing_page,
     render_project_page,
     render_search_index,
+    search_entry,
 )
-from pypi_fallback.pages import PageRefresher, fold_audit, refresh, refresh_landing
+from pypi_fallback.pages import PageRefresher, _link, fold_audit, refresh, refresh_landing
 from pypi_fallback.regen import regenerate
 from pypi_fallback.storage import Tree, append_audit, utc_timestamp
 from test_listing import golden
@@ -153,6 +154,20 @@ def test_descriptions_render_like_the_public_index() -> None:
     assert kind == "markdown" and "<table>" in html and "<del>gone</del>" in html
     html, kind = render_description("<b>not bold</b>\nline", "text/plain")
     assert kind == "text" and "&lt;b&gt;not bold&lt;/b&gt;<br>line" in html
+
+
+def test_search_entries_are_one_short_line() -> None:
+    view = dataclasses.replace(sample_view(), metadata=Metadata(summary="long\n" + "x" * 500))
+    entry = search_entry(view)
+    assert entry["summary"].startswith("long xxx") and len(entry["summary"]) == 200
+    assert entry == {**entry, "name": "acme", "version": "2.0", "repos": ["dev", "stable"]}
+
+
+def test_an_upstream_link_that_is_not_a_web_link_is_not_a_link() -> None:
+    assert _link("javascript:alert(1)") == "" and _link("JaVaScript:x") == ""
+    assert _link("https://files.example/a.whl") == "https://files.example/a.whl"
+    assert _link("../../+upstream/acme/acme-1.0.tar.gz") == "../../+upstream/acme/acme-1.0.tar.gz"
+    assert _link("a:b/c.whl") == ""
 
 
 def test_metadata_fields_and_only_web_links() -> None:

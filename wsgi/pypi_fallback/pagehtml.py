@@ -22,6 +22,7 @@ from markupsafe import Markup, escape
 from packaging.metadata import parse_email
 
 PAGES_URL = "+pages"
+SUMMARY_MAX = 200
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("pypi_fallback", "templates"),
@@ -181,8 +182,12 @@ def render_project_page(view: ProjectView) -> bytes:
 
 
 def search_entry(view: ProjectView) -> dict[str, Any]:
-    """The project's line in the search index."""
-    return {"name": view.name, "version": view.latest, "summary": view.metadata.summary,
+    """The project's line in the search index (a summary is one line, at most 200
+    characters: the public index's own limit is 512)."""
+    summary = " ".join(view.metadata.summary.split())
+    if len(summary) > SUMMARY_MAX:
+        summary = summary[:SUMMARY_MAX - 1] + "…"
+    return {"name": view.name, "version": view.latest, "summary": summary,
             "repos": list(view.repos)}
 
 

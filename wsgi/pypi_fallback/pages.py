@@ -180,6 +180,12 @@ def _version_key(version: str) -> tuple[int, Version | str]:
         return (0, version)
 
 
+def _link(url: str) -> str:
+    """An upstream file's URL as a page may link it: http(s) or relative, else no link."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url.split("/", 1)[0] else ""
+    return url if scheme in ("", "http", "https") else ""
+
+
 def _yank(value: Any) -> str | None:
     if value is False or value is None:
         return None
@@ -298,7 +304,7 @@ def project_view(settings: Settings, tree: Tree, project: NormalizedName,
                 continue
             here = settings.fallback_mode == "cache" and (cached / entry.filename).exists()
             rows[entry.filename] = {
-                "filename": entry.filename, "url": entry.url, "size": entry.size,
+                "filename": entry.filename, "url": _link(entry.url), "size": entry.size,
                 "sha256": entry.sha256, "upload_time": entry.upload_time, "uploader": None,
                 "where": ["cached from upstream" if here else "upstream"],
                 "yanked": _yank(entry.yanked), "version": entry.version}
