@@ -199,6 +199,18 @@ def test_people_browse_search_and_read_projects(tmp_path: Path) -> None:
             width = driver.execute_script("return document.documentElement.scrollWidth")
             assert width <= 390, "the page scrolls sideways on a phone"
             driver.save_screenshot(str(out / "project-phone.png"))
+
+            def background() -> str:
+                return str(driver.execute_script(
+                    "return getComputedStyle(document.body).backgroundColor"))
+
+            assert background() == "rgb(255, 255, 255)"
+            driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+                "features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+            driver.set_window_size(1280, 1000)
+            driver.get(base)
+            assert background() == "rgb(21, 24, 29)"  # the dark scheme
+            driver.save_screenshot(str(out / "landing-dark.png"))
         print(f"screenshots in {out}")
 
 

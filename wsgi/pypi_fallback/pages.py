@@ -198,7 +198,7 @@ def _detail(entry: dict[str, Any]) -> str:
     if entry.get("reason"):
         return str(entry["reason"])
     if entry.get("claim"):
-        return f"name claimed here ({entry['claim']})"
+        return "claimed the name"  # a new name, never looked up upstream again
     return ""
 
 
