@@ -53,6 +53,9 @@ def browser() -> Iterator[webdriver.Chrome]:
     os.environ["SE_OFFLINE"] = "true"  # selenium never looks anything up on the network
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
+    # what the server has now, not what an HTTP cache may keep for a while
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
     try:
         yield driver
     finally:
