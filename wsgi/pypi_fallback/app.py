@@ -45,6 +45,7 @@ from .errors import (
 )
 from .listing import HTML_TYPE, JSON_TYPE
 from .names import parse_normalized_name
+from .pages import PageRefresher
 from .regen import refresh_roots, regenerate, render_upstream_page
 from .storage import UPSTREAM_DIR, Tree, Writer, describe_os_error, locked
 from .upload import check_form, is_new_name, receive_upload
@@ -159,6 +160,7 @@ class App:
         self.settings = settings
         self.groups = GroupFile(settings.htgroups)
         self.roots = RootRefresher(settings)
+        self.pages = PageRefresher(settings)
         self._upstream: Upstream | None = None
         self._reachable: tuple[float, bool] = (0.0, False)
 
@@ -258,6 +260,8 @@ class App:
         if outcome.stale_roots:
             resp.app_iter = AfterResponse(resp.app_iter,
                                           lambda: self.roots.request(outcome.stale_roots))
+        if outcome.status == "created" and self.settings.pages:  # pages for people (pages.py)
+            resp.app_iter = AfterResponse(resp.app_iter, lambda: self.pages.request([project]))
         return resp
 
     def cache(self, request: Request, rest: str) -> Response:
@@ -282,6 +286,9 @@ class App:
             resp = Response(content_type="application/octet-stream")
             resp.app_iter = FileIter(open(fetched.path, "rb"))  # noqa: SIM115
             resp.content_length = fetched.path.stat().st_size
+            if fetched.downloaded and self.pages.has_page(project):  # now "cached from upstream"
+                resp.app_iter = AfterResponse(resp.app_iter,
+                                              lambda: self.pages.request([project]))
             return resp
         if filename:
             raise NotFound(f"Not found: {rest!r}")

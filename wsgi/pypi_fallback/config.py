@@ -60,6 +60,7 @@ class Settings:
     repos: Mapping[str, Repo] = field(default_factory=dict)
     private: tuple[str, ...] = ()
     overlay: tuple[str, ...] = ()
+    pages: bool = True  # the pages for people under <prefix>/+pages/ and at <prefix>/
 
     @property
     def max_upload_bytes(self) -> int:
@@ -126,6 +127,7 @@ _SECTIONS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "htgroups": (str, "/etc/pypi-fallback/htgroups"),
         "max_upload_mb": (int, 100),
         "listing_max_age": (int, 30),
+        "pages": (bool, True),
     },
     "upstream": {
         "url": (str, ""),
@@ -137,7 +139,7 @@ _SECTIONS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
 }
 _PATTERN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-*?")
 _TYPE_WORDS: dict[type | tuple[type, ...], str] = {
-    str: "a string", int: "an integer", list: "a list of strings",
+    str: "a string", int: "an integer", list: "a list of strings", bool: "true or false",
 }
 _REPO_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "writers": (list, []),
@@ -189,7 +191,7 @@ def _get(
             values[key] = default
             continue
         value = table[key]
-        if isinstance(value, bool) or not isinstance(value, kind):
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             want = _TYPE_WORDS.get(kind, "a number")
             raise ConfigError(f"{source}: {section}.{key} must be {want}, not {value!r}")
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):
@@ -268,6 +270,7 @@ def parse_settings(data: Mapping[str, Any], source: Path, *, check_paths: bool =
         repos=repos,
         private=tuple(policy["private"]),
         overlay=tuple(policy["overlay"]),
+        pages=server["pages"],
     )
 
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from .config import Settings
 from .listing import TYPE_MAP, build_repos_page, render_json, render_repos_html
+from .pages import refresh_landing
 from .regen import refresh_roots
 from .storage import Tree, Writer, add_claims, write_listing
 
 
 def prepare_deployment(settings: Settings) -> None:
     """The claims map, an (empty, for a new repository) root listing for every repository,
-    and the repositories page at ``<prefix>/`` (HTML and JSON, negotiated like listings)."""
+    and the repositories page at ``<prefix>/`` (HTML and JSON, negotiated like listings; the
+    HTML is the landing page of ``pages`` when ``server.pages`` is on)."""
     tree = Tree.of(settings)
     if not tree.claims_map.exists():
         add_claims(tree, {})
@@ -25,9 +27,11 @@ def prepare_deployment(settings: Settings) -> None:
     page = build_repos_page((name, repo.fallback) for name, repo in settings.repos.items())
     body = render_json(page)
     try:
-        if (settings.root / "index.v1_json").read_bytes() == body:
-            return
+        same = (settings.root / "index.v1_json").read_bytes() == body
     except FileNotFoundError:
-        pass
-    write_listing(Writer(), settings.root, settings.root, body, render_repos_html(page),
-                  TYPE_MAP)
+        same = False
+    if not same:
+        write_listing(Writer(), settings.root, settings.root, body, render_repos_html(page),
+                      TYPE_MAP)
+    # with the pages on, the HTML answer is the landing page (repos, recent, search)
+    refresh_landing(settings, None)

@@ -22,6 +22,7 @@ from . import mirror
 from .config import Settings
 from .errors import BadRequest, FileExists, Forbidden, NotFound, PyPIFallbackError
 from .names import NormalizedName, parse_dist_filename, parse_project_name
+from .pages import refresh as refresh_pages
 from .regen import Records, Report, refresh_roots, render_project
 from .storage import (
     Tree,
@@ -72,6 +73,7 @@ def _rebuild(settings: Settings, tree: Tree, project: NormalizedName, repo: str,
                            Writer(), Report())
     if roots:
         refresh_roots(settings, settings.viewers(roots))
+    refresh_pages(settings, [project])  # pages for people (pages.py)
 
 
 def _copy_in(tree: Tree, repo: str, project: NormalizedName, src: Path,

@@ -39,6 +39,7 @@ from .names import (
     parse_dist_filename,
     parse_project_name,
 )
+from .pages import refresh as refresh_pages
 from .storage import (
     LISTING_FILES,
     UPSTREAM_DIR,
@@ -344,6 +345,7 @@ def regenerate(settings: Settings, repos: Sequence[str] | None = None,
     add_claims(tree, {p: "published" for p in held})
     for repo in scan_repos:
         _clean_repo_folder(tree, repo, report)
+    refresh_pages(settings, projects if names else None)  # pages for people (pages.py)
     write_status(tree, report)
     return report
 

@@ -128,6 +128,7 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
         "user": host.user,
         "group": host.group,
         "in_vhost": host.in_vhost,
+        "pages": settings.pages,
     }
 
 

@@ -32,6 +32,7 @@ TMP_PREFIX = ".tmp-"
 STALE_TMP_SECONDS = 6 * 3600
 LISTING_FILES = ("index.html", "index.v1_json", "index.var")
 UPSTREAM_DIR = "+upstream"
+PAGES_DIR = "+pages"  # the pages for people (see pages.py)
 
 
 def tmp_path(final: Path) -> Path:
@@ -91,6 +92,27 @@ class Writer:
 
     def flush(self) -> None:
         """Nothing is pending: every write was durable when it returned."""
+
+
+class Volatile(Writer):
+    """Writes derived files (the pages for people and what they are made from) atomically
+    but without fsync: readers still never see a half-written file, while a crash may lose
+    the newest versions (or, on a filesystem that reorders a rename before its data, leave
+    one empty), which their writer notices and rebuilds. Nothing is pending."""
+
+    def write(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _write_tmp(path, data, durable=False)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def remove(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)

@@ -1,0 +1,558 @@
+"""Pages for people: what each page shows, gathered from the records, the audit log and
+the metadata kept at upload, rendered by ``pagehtml`` and written through ``storage``.
+
+Static like everything else that is read: Apache serves them, no Python on the read path.
+
+- ``<root>/+pages/<project>/index.html``: a project page, rewritten when the project is
+  published, promoted, yanked, removed, pinned or regenerated (``refresh_projects``);
+  unchanged inputs (their fingerprint) write nothing.
+- ``<root>/index.html``: the landing page at ``<prefix>/`` (the HTML answer; the JSON
+  answer for machines is the repositories page ``deployment`` writes), with
+  ``<root>/+pages/search.json``, the search index its script reads. Both cost O(projects)
+  to rebuild, so the app folds them like root listings (``PageRefresher``): an upload never
+  pays for them. ``regen-index`` and the QC commands rebuild them directly.
+
+What is kept in ``<state>/pages/``: ``trails/<project>.json``, each project's audit trail,
+folded in from ``audit.jsonl`` past the mark ``audit-mark.json`` (so a page never reads
+the whole log); ``projects/<project>.json``, the inputs' fingerprint and the project's
+search entry; ``metadata/<sha256>``, the core metadata of an sdist (a wheel's is on disk
+beside it as ``<file>.metadata``), so that an archive is opened once.
+
+All of it is derived from the records, the audit log and the tree, so it is written
+atomically but without fsync (``storage.Volatile``): an upload pays no disk flush for its
+pages. What a crash loses is rebuilt: an empty or missing page, or a fingerprint that no
+longer matches, is rendered again by the next ``regen-index``; a damaged trail makes the
+next fold read the audit log from its start again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from . import mirror
+from .archive import inspect_dist
+from .config import Settings
+from .errors import PyPIFallbackError
+from .names import NormalizedName, is_normalized_name, parse_dist_filename
+from .pagehtml import (
+    PAGES_URL,
+    FileRow,
+    Install,
+    LandingView,
+    Metadata,
+    ProjectView,
+    Recent,
+    RepoRow,
+    TrailRow,
+    VersionRow,
+    parse_metadata,
+    render_landing_page,
+    render_project_page,
+    render_search_index,
+    search_entry,
+    static_files,
+)
+from .storage import (
+    CLAIM_REASONS,
+    PAGES_DIR,
+    UPSTREAM_DIR,
+    Tree,
+    Volatile,
+    Writer,
+    load_claims,
+    load_record,
+    locked,
+)
+
+# Bumped when what a page shows changes, so that regen-index renders every page again.
+PAGE_VERSION = "1"
+RECENT = 15  # entries of the landing page's recent uploads and promotions
+RECENT_ACTIONS = ("upload", "promote")
+TRAIL_KEEP = 1000  # newest audit entries kept (and shown) per project
+TAIL_BYTES = 256 * 1024  # read from the end of the audit log for the landing page
+
+assert PAGES_URL == PAGES_DIR
+
+
+def pages_root(settings: Settings) -> Path:
+    return settings.root / PAGES_DIR
+
+
+def _state(tree: Tree) -> Path:
+    return tree.state / "pages"
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _load_json(path: Path, default: Any) -> Any:
+    raw = _read(path)
+    if raw is None:
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return default
+
+
+def _dump(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# -- the audit trail of each project, folded in from the audit log --------------------------
+
+
+def fold_audit(tree: Tree) -> set[NormalizedName]:
+    """Append the audit log's new lines to the trails of their projects; return those
+    projects. Reads only what was appended since the last fold (a rotated log is read from
+    its start; an entry seen before is not added twice)."""
+    state = _state(tree)
+    mark_path = state / "audit-mark.json"
+    with locked(tree, "+pages-audit"):
+        try:
+            st = tree.audit_log.stat()
+        except FileNotFoundError:
+            return set()
+        mark = _load_json(mark_path, {})
+        offset = mark.get("offset", 0) if mark.get("inode") == st.st_ino else 0
+        if not isinstance(offset, int) or offset > st.st_size:
+            offset = 0
+        if offset == st.st_size:
+            return set()
+        with open(tree.audit_log, "rb") as f:
+            f.seek(offset)
+            data = f.read(st.st_size - offset)
+        end = data.rfind(b"\n") + 1  # a line being appended is read next time
+        new: dict[NormalizedName, list[dict[str, Any]]] = {}
+        for line in data[:end].splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            project = entry.get("project") if isinstance(entry, dict) else None
+            if isinstance(project, str) and is_normalized_name(project):
+                new.setdefault(NormalizedName(project), []).append(entry)
+        writer = Volatile()
+        damaged = False
+        for project, entries in new.items():
+            path = state / "trails" / f"{project}.json"
+            trail = _load_json(path, None)
+            if not isinstance(trail, list):
+                # damaged by a crash (written without fsync): read the whole log again
+                damaged = path.exists()
+                trail = []
+            seen = {_dump(e) for e in trail}
+            trail += [e for e in entries if _dump(e) not in seen]
+            writer.write(path, _dump(trail[-TRAIL_KEEP:]))
+        if damaged and offset:
+            writer.remove(mark_path)
+        else:
+            writer.write(mark_path, _dump({"inode": st.st_ino, "offset": offset + end}))
+        return set(new)
+
+
+def _trail(tree: Tree, project: str) -> list[dict[str, Any]]:
+    trail = _load_json(_state(tree) / "trails" / f"{project}.json", [])
+    return [e for e in trail if isinstance(e, dict)] if isinstance(trail, list) else []
+
+
+# -- a project page ----------------------------------------------------------------------------
+
+
+def _version_key(version: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
+
+
+def _link(url: str) -> str:
+    """An upstream file's URL as a page may link it: http(s) or relative, else no link."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url.split("/", 1)[0] else ""
+    return url if scheme in ("", "http", "https") else ""
+
+
+def _yank(value: Any) -> str | None:
+    if value is False or value is None:
+        return None
+    return value if isinstance(value, str) else ""
+
+
+def _detail(entry: dict[str, Any]) -> str:
+    if entry.get("action") == "promote" and entry.get("from"):
+        return f"from {entry['from']}"
+    if entry.get("reason"):
+        return str(entry["reason"])
+    if entry.get("claim"):
+        return "claimed the name"  # a new name, never looked up upstream again
+    return ""
+
+
+def _metadata(settings: Settings, tree: Tree, repo: str, project: NormalizedName,
+              filename: str, rec: dict[str, Any], writer: Writer) -> bytes | None:
+    """The core metadata of a published file: a wheel's ``.metadata`` beside it, else the
+    copy kept in the state folder, else read from the archive once and kept."""
+    path = tree.project_dir(repo, project) / filename
+    if rec.get("metadata_sha256"):
+        raw = _read(path.with_name(filename + ".metadata"))
+        if raw is not None:
+            return raw
+    kept = _state(tree) / "metadata" / str(rec.get("sha256"))
+    raw = _read(kept)
+    if raw is not None:
+        return raw
+    try:
+        raw = inspect_dist(path, parse_dist_filename(filename)).raw
+    except (PyPIFallbackError, OSError):
+        return None
+    writer.write(kept, raw)
+    return raw
+
+
+def _inputs(settings: Settings, tree: Tree, project: NormalizedName, claim: str | None
+            ) -> tuple[str, dict[str, bytes | None]]:
+    """Everything a project page is made of, as bytes, and their fingerprint."""
+    raw: dict[str, bytes | None] = {
+        f"record:{repo}": _read(tree.record_path(repo, project)) for repo in settings.repos}
+    raw["trail"] = _read(_state(tree) / "trails" / f"{project}.json")
+    raw["upstream"] = _read(mirror.listing_path(tree, project))
+    if settings.fallback_mode == "cache":
+        with contextlib.suppress(FileNotFoundError):
+            raw["cached"] = "\n".join(sorted(os.listdir(settings.root / UPSTREAM_DIR / project))
+                                      ).encode()
+    h = hashlib.sha256(f"{PAGE_VERSION}\n{settings.url_prefix}\n{claim}\n"
+                       f"{settings.is_overlay(project)}\n".encode())
+    for name, repo in settings.repos.items():
+        h.update(f"{name}:{','.join(repo.fallback)}:{','.join(repo.writers)}\n".encode())
+    for key in sorted(raw):
+        h.update(f"{key}\n".encode())
+        h.update(hashlib.sha256(raw[key] or b"").digest())
+    return h.hexdigest(), raw
+
+
+def project_view(settings: Settings, tree: Tree, project: NormalizedName,
+                 claim: str | None, writer: Writer) -> ProjectView | None:
+    """What the page of ``project`` shows; None when nothing was ever published here."""
+    records = {repo: load_record(tree, repo, project) for repo in settings.repos}
+    if not any(r["files"] or r["tombstones"] for r in records.values()):
+        return None
+    trail = _trail(tree, project)
+    uploader: dict[tuple[str, str], str] = {}
+    for e in trail:
+        if e.get("action") in ("upload", "pin") and e.get("user"):
+            uploader[(str(e.get("repo")), str(e.get("filename")))] = str(e["user"])
+
+    rows: dict[str, dict[str, Any]] = {}  # filename -> the row's fields
+    for repo, record in records.items():
+        for filename, rec in sorted(record["files"].items()):
+            if rec.get("pinned"):
+                label = f"pinned in {repo}"
+            elif rec.get("promoted_from"):
+                label = f"{repo} (promoted from {rec['promoted_from']})"
+            else:
+                label = repo
+            row = rows.setdefault(filename, {
+                "filename": filename, "url": f"../../{repo}/{project}/{filename}",
+                "size": rec.get("size"), "sha256": rec.get("sha256"),
+                "upload_time": rec.get("upload_time"), "uploader": None, "where": [],
+                "yanked": None, "yanks": {}, "version": str(rec.get("version", "")),
+                "repo": repo, "rec": rec})
+            row["where"].append(label)
+            row["uploader"] = row["uploader"] or uploader.get((repo, filename))
+            if _yank(rec.get("yanked")) is not None:
+                row["yanks"][repo] = _yank(rec.get("yanked"))
+    for row in rows.values():
+        yanks = row["yanks"]
+        if yanks and len(yanks) == len(row["where"]) and len(set(yanks.values())) == 1:
+            row["yanked"] = next(iter(yanks.values()))  # yanked wherever it is
+        elif yanks:
+            row["yanked"] = "; ".join(f"in {repo}" + (f": {why}" if why else "")
+                                      for repo, why in yanks.items())
+    local = set(rows)
+    for repo, record in records.items():
+        for filename, stone in sorted(record["tombstones"].items()):
+            if filename in local or filename in rows:
+                continue
+            try:
+                version = str(parse_dist_filename(filename).version)
+            except PyPIFallbackError:
+                continue
+            rows[filename] = {"filename": filename, "url": "", "size": None,
+                              "sha256": stone.get("sha256"), "upload_time": stone.get("time"),
+                              "uploader": stone.get("by"), "where": [repo], "yanked": None,
+                              "removed": str(stone.get("why") or ""), "version": version}
+    public = settings.is_overlay(project) or any(
+        rec.get("pinned") for r in records.values() for rec in r["files"].values())
+    if public:
+        cached = settings.root / UPSTREAM_DIR / project
+        for entry in mirror.upstream_entries(settings, project):
+            if entry.filename in rows:
+                continue
+            here = settings.fallback_mode == "cache" and (cached / entry.filename).exists()
+            rows[entry.filename] = {
+                "filename": entry.filename, "url": _link(entry.url), "size": entry.size,
+                "sha256": entry.sha256, "upload_time": entry.upload_time, "uploader": None,
+                "where": ["cached from upstream" if here else "upstream"],
+                "yanked": _yank(entry.yanked), "version": entry.version}
+
+    by_version: dict[str, list[FileRow]] = {}
+    for row in sorted(rows.values(), key=lambda r: r["filename"]):
+        by_version.setdefault(row["version"], []).append(FileRow(
+            filename=row["filename"], url=row["url"], size=row["size"], sha256=row["sha256"],
+            upload_time=row["upload_time"], uploader=row["uploader"],
+            where=tuple(row["where"]), yanked=row["yanked"], removed=row.get("removed")))
+    versions = tuple(VersionRow(v, tuple(files)) for v, files in
+                     sorted(by_version.items(), key=lambda kv: _version_key(kv[0]),
+                            reverse=True))
+
+    # the newest local release that is not yanked (else the newest local one) is described
+    live = [r for r in rows.values() if "rec" in r]
+    choice = sorted(live, key=lambda r: (r["yanked"] is None, _version_key(r["version"]),
+                                         r["filename"].endswith(".whl")))
+    metadata = Metadata()
+    latest = versions[0].version if versions else ""
+    if choice:
+        best = choice[-1]
+        latest = best["version"]
+        for r in sorted((r for r in live if r["version"] == latest),
+                        key=lambda r: not r["filename"].endswith(".whl")):
+            raw = _metadata(settings, tree, r["repo"], project, r["filename"], r["rec"],
+                            writer)
+            if raw is not None:
+                metadata = parse_metadata(raw)
+                break
+
+    holders = [repo for repo, record in records.items() if record["files"]]
+    install = tuple(Install(repo, f"../../{repo}/", f"{settings.url_prefix}/{repo}/")
+                    for repo in settings.repos
+                    if set(settings.chain(repo)) & set(holders)
+                    or (public and settings.reaches_upstream(repo)))
+    trail_rows = tuple(TrailRow(
+        time=str(e.get("time", "")), user=str(e.get("user") or "upstream cache"),
+        action=str(e.get("action", "")), repo=str(e.get("repo", "")),
+        filename=str(e.get("filename", "")), detail=_detail(e))
+        for e in reversed(trail))
+    return ProjectView(
+        name=project, latest=latest, metadata=metadata, versions=versions, install=install,
+        trail=trail_rows, overlay=settings.is_overlay(project),
+        claimed=CLAIM_REASONS.get(claim or "", claim), repos=tuple(holders))
+
+
+def refresh_projects(settings: Settings, projects: Iterable[str], *, force: bool = False,
+                     batch_size: int = 200) -> set[NormalizedName]:
+    """Bring the pages of ``projects`` up to date (after folding in the audit log); return
+    the projects whose search entry changed (for the landing page)."""
+    if not settings.pages:
+        return set()
+    tree = Tree.of(settings)
+    fold_audit(tree)
+    claims = load_claims(tree)
+    wanted = sorted({NormalizedName(p) for p in projects if is_normalized_name(p)})
+    changed: set[NormalizedName] = set()
+    for start in range(0, len(wanted), batch_size):
+        chunk = wanted[start:start + batch_size]
+        writer = Volatile()
+        with contextlib.ExitStack() as stack:
+            for project in chunk:
+                stack.enter_context(locked(tree, f"+page-{project}"))
+                if _refresh_one(settings, tree, project, claims.get(project), writer, force):
+                    changed.add(project)
+    return changed
+
+
+def _refresh_one(settings: Settings, tree: Tree, project: NormalizedName, claim: str | None,
+                 writer: Writer, force: bool) -> bool:
+    state_path = _state(tree) / "projects" / f"{project}.json"
+    page = pages_root(settings) / project / "index.html"
+    fingerprint, _raw = _inputs(settings, tree, project, claim)
+    state = _load_json(state_path, {})
+    try:
+        written = page.stat().st_size > 0  # (empty: a crash before it reached the disk)
+    except FileNotFoundError:
+        written = False
+    if not force and state.get("fingerprint") == fingerprint and written:
+        return False
+    view = project_view(settings, tree, project, claim, writer)
+    if view is None:
+        if state or page.exists():
+            writer.remove(page)
+            writer.remove(state_path)
+            return True
+        return False
+    entry = search_entry(view)
+    writer.write(page, render_project_page(view))
+    writer.write(state_path, _dump({"fingerprint": fingerprint, "entry": entry}))
+    return bool(state.get("entry") != entry)
+
+
+# -- the landing page and the search index ---------------------------------------------------
+
+
+def _recent(tree: Tree) -> list[Recent]:
+    """The newest uploads and promotions, from the end of the audit log."""
+    try:
+        with open(tree.audit_log, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - TAIL_BYTES))
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    lines = data.splitlines()
+    if len(data) >= TAIL_BYTES:
+        lines = lines[1:]  # the first may be cut
+    found: list[Recent] = []
+    for line in reversed(lines):
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(e, dict) or e.get("action") not in RECENT_ACTIONS:
+            continue
+        if not is_normalized_name(str(e.get("project", ""))):
+            continue
+        found.append(Recent(str(e.get("time", "")), str(e.get("user") or ""),
+                            str(e["action"]), str(e.get("repo", "")), str(e["project"]),
+                            str(e.get("filename", "")), _detail(e)))
+        if len(found) >= RECENT:
+            break
+    return found
+
+
+def _all_entries(tree: Tree) -> dict[str, dict[str, Any]]:
+    folder = _state(tree) / "projects"
+    entries: dict[str, dict[str, Any]] = {}
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return entries
+    for name in names:
+        if name.endswith(".json") and not name.startswith("."):
+            entry = _load_json(folder / name, {}).get("entry")
+            if isinstance(entry, dict) and is_normalized_name(name[:-5]):
+                entries[name[:-5]] = entry
+    return entries
+
+
+def refresh_landing(settings: Settings, changed: Iterable[str] | None = None) -> None:
+    """Rewrite the landing page and the search index: from every project's entry when
+    ``changed`` is None (or no index exists yet), else by updating the entries of
+    ``changed`` in the current index."""
+    if not settings.pages:
+        return
+    tree = Tree.of(settings)
+    index_path = pages_root(settings) / "search.json"
+    with locked(tree, "+pages-landing"):
+        entries: dict[str, dict[str, Any]] | None = None
+        if changed is not None:
+            current = _load_json(index_path, None)
+            if isinstance(current, dict) and isinstance(current.get("projects"), list):
+                fields = current.get("fields", [])
+                entries = {row[0]: dict(zip(fields, row, strict=False))
+                           for row in current["projects"]}
+                for project in changed:
+                    entry = _load_json(_state(tree) / "projects" / f"{project}.json",
+                                       {}).get("entry")
+                    if isinstance(entry, dict):
+                        entries[project] = entry
+                    else:
+                        entries.pop(project, None)
+        if entries is None:
+            entries = _all_entries(tree)
+        ordered = [entries[name] for name in sorted(entries)]
+        counts = {name: 0 for name in settings.repos}
+        for e in ordered:
+            for repo in e.get("repos", []):
+                if repo in counts:
+                    counts[repo] += 1
+        repos = tuple(RepoRow(name, repo.fallback, counts[name], repo.writers)
+                      for name, repo in settings.repos.items())
+        view = LandingView(repos, tuple(_recent(tree)), ordered)
+        writer = Volatile()
+        files = {pages_root(settings) / "+static" / name: body
+                 for name, body in static_files().items()}
+        files[index_path] = render_search_index(ordered)
+        files[settings.root / "index.html"] = render_landing_page(view)
+        for path, body in files.items():
+            if _read(path) != body:  # unchanged files keep their date (HTTP caches)
+                writer.write(path, body)
+
+
+def refresh(settings: Settings, projects: Iterable[str] | None = None) -> None:
+    """The pages of ``projects`` (every project with a record when None: ``regen-index``'s
+    full run), then the landing page and the search index. For commands; the app folds
+    the landing page with ``PageRefresher`` instead."""
+    if not settings.pages:
+        return
+    if projects is None:
+        tree = Tree.of(settings)
+        names: set[str] = set()
+        for repo in settings.repos:
+            folder = tree.state / "records" / repo
+            if folder.is_dir():
+                names.update(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+        refresh_projects(settings, names)
+        refresh_landing(settings, None)
+    else:
+        refresh_landing(settings, refresh_projects(settings, projects))
+
+
+class PageRefresher:
+    """The app's pages, after responses, folded like root listings: the first upload's
+    project page, landing page and search index are rewritten at once (after its response
+    is sent); later uploads within the interval are folded into one rebuild at its end.
+    So a burst of uploads pays for one rebuild, never for one each, and an upload's own
+    latency never includes them."""
+
+    def __init__(self, settings: Settings, interval: float = 2.0) -> None:
+        self.settings, self.interval = settings, interval
+        self._lock = threading.Lock()
+        self._last = -1e9
+        self._pending: set[str] = set()
+        self._scheduled = False
+        self._timer: threading.Timer | None = None
+
+    def has_page(self, project: str) -> bool:
+        """A local project (an overlay, or one with pinned files) has a page; a project
+        only cached from the upstream has none."""
+        return self.settings.pages and (pages_root(self.settings) / project).is_dir()
+
+    def request(self, projects: Sequence[str]) -> None:
+        if not self.settings.pages:
+            return
+        with self._lock:
+            self._pending |= set(projects)
+            if self._scheduled:
+                return
+            wait = self._last + self.interval - time.monotonic()
+            if wait > 0:
+                self._scheduled = True
+                self._timer = threading.Timer(wait, self._flush)
+                self._timer.daemon = True
+                self._timer.start()
+                return
+            self._last = time.monotonic()
+        self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            todo, self._pending = self._pending, set()
+            self._scheduled = False
+            self._last = time.monotonic()
+        if todo:
+            # the landing page's recent uploads change even when no search entry does
+            refresh_projects(self.settings, todo)
+            refresh_landing(self.settings, todo)
