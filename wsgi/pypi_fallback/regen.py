@@ -77,6 +77,7 @@ def file_record(path: Path, sha256: str, version: str, requires_python: str | No
         "sha256": sha256,
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
         "version": version,
         "requires_python": requires_python,
         "metadata_sha256": metadata_sha256,
@@ -98,6 +99,14 @@ def scan_project(tree: Tree, repo: str, project: NormalizedName, record: dict[st
     present: set[str] = set()
     metadata_files: list[str] = []
     now = time.time()
+    undone = [n for n, rec in files.items() if rec.get("pending")]
+    for name in undone:
+        # a publish that died before it was complete: it was never published; take it back
+        writer.remove(folder / name)
+        writer.remove(folder / f"{name}.metadata")
+        del files[name]
+        report.removed.append(f"{repo}/{project}/{name}")
+        changed = True
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
@@ -110,7 +119,7 @@ def scan_project(tree: Tree, repo: str, project: NormalizedName, record: dict[st
                     os.unlink(entry.path)
                 report.removed.append(entry.path)
             continue
-        if name in LISTING_FILES:
+        if name in LISTING_FILES or name in undone:
             continue
         if name.endswith(".metadata"):
             metadata_files.append(name)
@@ -211,7 +220,7 @@ def render_project(settings: Settings, tree: Tree, project: NormalizedName,
         for holder in settings.chain(repo):
             files = _record(tree, holder, project, records)["files"]
             layers.append([FileEntry.from_record(n, r, file_url(repo, holder, project, n))
-                           for n, r in files.items()])
+                           for n, r in files.items() if not r.get("pending")])
         tracked: list[str] = []
         if settings.reaches_upstream(repo) and is_public(settings, project, [
                 _record(tree, holder, project, records) for holder in settings.chain(repo)]):
