@@ -9,6 +9,7 @@ failure is a 5xx (507 when the disk is full) after the temporary files are remov
 
 from __future__ import annotations
 
+import email.message
 import errno
 import json
 import os
@@ -44,7 +45,7 @@ from .listing import HTML_TYPE, JSON_TYPE
 from .names import canonicalize_name
 from .regen import refresh_roots, regenerate, render_upstream_page
 from .storage import UPSTREAM_DIR, Tree, Writer, locked
-from .upload import check_form, is_new_name, receive_upload
+from .upload import check_form, check_form_body, is_new_name, receive_upload
 from .upstream import Upstream, UpstreamError, UpstreamTimeout
 
 STATUS: dict[type[PyPIFallbackError], int] = {
@@ -124,6 +125,14 @@ class RootRefresher:
         refresh_roots(self.settings, [repo])
 
 
+def _boundary(request: Request) -> str | None:
+    """The ``boundary`` parameter of the request's Content-Type, if a plain one."""
+    header = email.message.Message()
+    header["Content-Type"] = request.headers.get("Content-Type", "")[:1000]
+    value = header.get_param("boundary")
+    return value if isinstance(value, str) else None
+
+
 def error_response(status: int, reason: str) -> Response:
     """A plain-text error whose reason is also the status line's phrase."""
     phrase = " ".join(reason.split())  # no CR/LF or tabs in a header
@@ -195,7 +204,12 @@ class App:
             raise BadRequest("Content-Length required")
         if request.content_length > self.settings.max_request_bytes:
             raise TooLarge(f"Upload too large: over the limit of {self.settings.max_upload_mb} MB")
-        form = request.POST
+        request.make_body_seekable()
+        check_form_body(request.content_type, _boundary(request), request.body_file_raw)
+        try:
+            form = request.POST
+        except (ValueError, LookupError, UnicodeError) as exc:
+            raise BadRequest(f"Malformed multipart form: {exc}"[:200]) from None
         content = form.get("content")
         filename = getattr(content, "filename", None)
         fields = {k: v for k, v in form.items() if isinstance(v, str)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,10 @@ from .storage import (
 )
 
 CHUNK = 1024 * 1024
+MAX_FORM_PARTS = 1000  # twine sends about 30 fields; a long list of classifiers fits too
+# RFC 2046: a boundary is 1 to 70 characters, not ending with a space (printable ASCII
+# accepted, a little more than the RFC's list, as some clients use it)
+_BOUNDARY = re.compile(r"[!-~ ]{0,69}[!-~]")
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,29 @@ def check_form(fields: Mapping[str, str], filename: str | None) -> Upload:
     if not sha256 and not blake2:
         raise BadRequest("Missing sha256_digest or blake2_256_digest")
     return Upload(dist, sha256, blake2)
+
+
+def check_form_body(content_type: str, boundary: str | None, body: IO[bytes]) -> None:
+    """Refuse, before any parser sees it, a form body that is not one twine would send:
+    not a form, a multipart boundary RFC 2046 does not allow, or more than MAX_FORM_PARTS
+    fields (counted in one pass over the body, which is then rewound)."""
+    if content_type == "application/x-www-form-urlencoded":
+        delimiter = b"&"
+    elif content_type != "multipart/form-data":
+        raise BadRequest(f"Uploads are multipart/form-data, not {content_type[:100]!r}")
+    elif not boundary or not _BOUNDARY.fullmatch(boundary):
+        raise BadRequest("Invalid multipart boundary (1 to 70 characters, RFC 2046)")
+    else:
+        delimiter = b"--" + boundary.encode("ascii")
+    count, tail = 0, b""
+    while block := body.read(CHUNK):
+        data = tail + block
+        count += data.count(delimiter)
+        if count > MAX_FORM_PARTS + 1:
+            raise BadRequest(f"Too many form fields (over {MAX_FORM_PARTS})")
+        tail = data[-(len(delimiter) - 1):] if len(delimiter) > 1 else b""
+        count -= tail.count(delimiter)  # counted again with the next block
+    body.seek(0)
 
 
 def _open_new(tmp: Path, made: list[Path]) -> int:
