@@ -1,0 +1,99 @@
+"""Integration, item 33: slow clients against real Apache (mod_reqtimeout set up by
+``write_httpd_conf``, as ``scripts/serve`` runs it)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from apache_server import USERS, Deployment, deployed
+from clients import raw_get
+from distfactory import wheel_bytes, wheel_name
+from fake_upstream import running_upstream
+from uploads import twine_fields
+
+pytestmark = pytest.mark.apache
+SLOW_CONNECTIONS = 450  # more than Apache's 400 workers (event MPM defaults)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Deployment]:
+    with running_upstream() as up, deployed(up) as d:
+        yield d
+
+
+def test_slow_connections_do_not_stop_normal_reads(site: Deployment) -> None:
+    """450 clients sending their headers a few bytes a second: a normal read still answers
+    (they are cut off after 10 s), where without request read timeouts it waited."""
+    socks = []
+    try:
+        for _ in range(SLOW_CONNECTIONS):
+            s = socket.create_connection(("127.0.0.1", site.port), timeout=5)
+            s.sendall(b"GET /pypi/dev/ HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            s.setblocking(False)
+            socks.append(s)
+        answer: list[tuple[int, float]] = []
+
+        def normal_read() -> None:
+            started = time.monotonic()
+            status, _, _ = raw_get(site.url("dev"))
+            answer.append((status, time.monotonic() - started))
+
+        reader = threading.Thread(target=normal_read)
+        reader.start()
+        cut_off = 0
+        deadline = time.monotonic() + 40
+        while reader.is_alive() and time.monotonic() < deadline:  # drip, 8 bytes a second
+            for s in socks:
+                if s.fileno() < 0:
+                    continue
+                try:
+                    s.send(b"X-Slow: 1\r\n")
+                except OSError:
+                    s.close()
+                    cut_off += 1
+            reader.join(timeout=1)
+        reader.join(timeout=5)
+        assert answer and answer[0][0] == 200, answer
+        assert answer[0][1] < 25, answer
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_slow_upload_at_a_steady_pace_finishes(site: Deployment) -> None:
+    """A body that keeps coming at 1 KB/s takes longer than the 20 s a body gets at first,
+    and still finishes: the read timeout is a minimum rate, not a fixed total."""
+    import base64
+    import os
+
+    name = wheel_name("slow-pkg", "1.0")
+    data = wheel_bytes("slow-pkg", "1.0", payload=b"# " + os.urandom(26_000))
+    boundary = "slowboundary0123456789"
+    body = b""
+    for key, value in twine_fields(name, data):
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{key}\"\r\n\r\n"
+                 f"{value}\r\n").encode()
+    body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"content\"; "
+             f"filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+    body += data + f"\r\n--{boundary}--\r\n".encode()
+    assert len(body) > 25_000
+    auth = base64.b64encode(f"alice:{USERS['alice']}".encode()).decode()
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", site.port), timeout=30) as s:
+        s.sendall((f"POST /pypi/dev/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   f"Authorization: Basic {auth}\r\nConnection: close\r\n"
+                   f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode())
+        for i in range(0, len(body), 1000):  # 1000 bytes a second
+            s.sendall(body[i:i + 1000])
+            time.sleep(1)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    assert time.monotonic() - started > 20
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+    assert (site.settings.root / "dev" / "slow-pkg" / name).read_bytes() == data
