@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from apache_server import USERS, Deployment, deployed
@@ -97,3 +99,56 @@ def test_slow_upload_at_a_steady_pace_finishes(site: Deployment) -> None:
     assert time.monotonic() - started > 20
     assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
     assert (site.settings.root / "dev" / "slow-pkg" / name).read_bytes() == data
+
+
+def test_symlinks_planted_in_the_tree_are_not_followed(site: Deployment) -> None:
+    """A folder or a file that is a symlink (here to /etc) is refused, even before
+    regen-index quarantines it."""
+    root = site.settings.root
+    (root / "stable").mkdir(exist_ok=True)
+    os.symlink("/etc", root / "stable" / "etcproj")
+    folder = root / "dev" / "linked"
+    folder.mkdir(parents=True)
+    os.symlink("/etc/passwd", folder / "linked-1.0.tar.gz")
+    os.symlink("/etc/passwd", folder / "index.html")
+    passwd = Path("/etc/passwd").read_bytes()
+    for path in ("/pypi/stable/etcproj/passwd", "/pypi/stable/etcproj/",
+                 "/pypi/dev/linked/linked-1.0.tar.gz", "/pypi/dev/linked/index.html",
+                 "/pypi/dev/linked/"):
+        status, _, body = raw_get(site.origin, path, headers={"Accept": "text/html"})
+        assert passwd not in body and b"root:" not in body, path
+        assert status != 200, (path, status)
+
+
+def test_a_hostile_upstream_cannot_hold_uploads_or_health(tmp_path: Path) -> None:
+    """Item 32 against real Apache in cache mode: 24 requests held by an upstream that
+    sends its headers one byte a second; an upload and +health still answer at once."""
+    from clients import twine_upload
+    from distfactory import write_wheel
+
+    with running_upstream() as up, deployed(up, '[policy]\nprivate = ["secret-*"]\n',
+                                            mode="cache") as d:
+        for i in range(24):
+            up.add(f"slow-{i}", wheel_name(f"slow-{i}", "1.0"), wheel_bytes(f"slow-{i}", "1.0"))
+        up.fault = "slow-headers"
+        statuses: list[int] = []
+
+        def uncached(i: int) -> None:
+            statuses.append(raw_get(d.origin, f"/pypi/+upstream/slow-{i}/")[0])
+
+        threads = [threading.Thread(target=uncached, args=(i,)) for i in range(24)]
+        for t in threads:
+            t.start()
+        time.sleep(1)
+        started = time.monotonic()
+        status, _, body = raw_get(d.origin, "/pypi/+health")
+        assert status == 200 and time.monotonic() - started < 2, body
+        wheel = write_wheel(tmp_path, "secret-thing", "1.0")
+        started = time.monotonic()
+        result = twine_upload(d.url("dev"), "alice", USERS["alice"], wheel)
+        assert result.returncode == 0, result.stdout + result.stderr + d.error_log()
+        assert time.monotonic() - started < 8  # twine itself takes a few seconds
+        for t in threads:
+            t.join(timeout=30)
+        assert len(statuses) == 24 and set(statuses) <= {502, 503, 504}, statuses
+        up.release()

@@ -46,7 +46,7 @@ from .names import canonicalize_name
 from .regen import refresh_roots, regenerate, render_upstream_page
 from .storage import UPSTREAM_DIR, Tree, Writer, locked
 from .upload import check_form, check_form_body, is_new_name, receive_upload
-from .upstream import Upstream, UpstreamError, UpstreamTimeout
+from .upstream import Upstream, UpstreamBusy, UpstreamError, UpstreamTimeout
 
 STATUS: dict[type[PyPIFallbackError], int] = {
     BadRequest: 400,
@@ -60,6 +60,7 @@ STATUS: dict[type[PyPIFallbackError], int] = {
     NotAcceptable: 406,
     UpstreamError: 502,
     UpstreamTimeout: 504,
+    UpstreamBusy: 503,
     Forbidden: 403,
     NotFound: 404,
     MethodNotAllowed: 405,
@@ -143,6 +144,8 @@ def error_response(status: int, reason: str) -> Response:
         resp.www_authenticate = ("Basic", {"realm": "pypi-fallback"})
     if status == 405:
         resp.allow = ("POST",)
+    if status == 503:
+        resp.retry_after = 10
     return resp
 
 
@@ -153,6 +156,8 @@ class App:
         self.roots = RootRefresher(settings)
         self._upstream: Upstream | None = None
         self._reachable: tuple[float, bool] = (0.0, False)
+        self._reachable_lock = threading.Lock()
+        self._checking = False
 
     @property
     def upstream(self) -> Upstream:
@@ -265,13 +270,23 @@ class App:
         resp.vary = ("Accept",)
         return resp
 
-    def upstream_reachable(self) -> bool:
-        """Asked at most once a minute: a health check must not hammer the upstream."""
+    def upstream_reachable(self) -> bool | None:
+        """The last known answer (None before the first), never waited for: a check runs in
+        the background when the answer is over a minute old, one at a time."""
         checked, answer = self._reachable
-        if time.monotonic() - checked > 60 or not checked:
+        with self._reachable_lock:
+            stale = not checked or time.monotonic() - checked > 60
+            if stale and not self._checking:
+                self._checking = True
+                threading.Thread(target=self._check_upstream, daemon=True).start()
+        return answer if checked else None
+
+    def _check_upstream(self) -> None:
+        try:
             answer = self.upstream.reachable()
             self._reachable = (time.monotonic(), answer)
-        return answer
+        finally:
+            self._checking = False
 
     def health(self) -> Response:
         tree = Tree.of(self.settings)
