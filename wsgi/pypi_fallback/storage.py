@@ -286,11 +286,16 @@ def write_listing(writer: Writer, root: Path, folder: Path, body_json: bytes,
     the same bytes everywhere: a hard link to one copy at the top of the tree)."""
     writer.write(folder / "index.v1_json", body_json)
     writer.write(folder / "index.html", body_html)
-    if not (folder / "index.var").exists():
-        shared = root / ".index.var"
-        if not shared.exists() or shared.read_bytes() != type_map:
-            Writer().write(shared, type_map)
-        writer.link(shared, folder / "index.var")
+    shared = root / ".index.var"
+    if not shared.exists() or shared.read_bytes() != type_map:
+        Writer().write(shared, type_map)
+    try:
+        if os.lstat(folder / "index.var").st_ino == os.lstat(shared).st_ino:
+            return
+        writer.remove(folder / "index.var")  # not the shared type map: replaced
+    except FileNotFoundError:
+        pass
+    writer.link(shared, folder / "index.var")
 
 
 # -- layout ---------------------------------------------------------------------------------
@@ -431,7 +436,9 @@ def quarantine(tree: Tree, repo: str, path: Path, reason: str) -> Path:
     qdir = tree.quarantine_dir(repo)
     qdir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = qdir / f"{stamp}-{secrets.token_hex(3)}-{path.name}"
+    name = path.name.encode("utf-8", "surrogateescape")[:180].decode("utf-8", "ignore")
+    target = qdir / f"{stamp}-{secrets.token_hex(3)}-{name}"
+    reason = f"{reason}\n(was {str(path)!r})"
     Writer().write(target.with_name(target.name + ".reason"), (reason + "\n").encode())
     try:
         os.rename(path, target)
