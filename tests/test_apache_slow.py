@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -152,3 +153,45 @@ def test_a_hostile_upstream_cannot_hold_uploads_or_health(tmp_path: Path) -> Non
             t.join(timeout=30)
         assert len(statuses) == 24 and set(statuses) <= {502, 503, 504}, statuses
         up.release()
+
+
+def test_slow_anonymous_posts_do_not_block_uploads(site: Deployment, tmp_path: Path) -> None:
+    """20 anonymous POSTs to +health whose bodies come 10 bytes a second: an upload and a
+    +health GET still answer at once."""
+    from clients import twine_upload
+    from distfactory import write_wheel
+
+    assert raw_get(site.origin, "/pypi/+health", method="POST")[0] == 403
+    socks = []
+    try:
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", site.port), timeout=5)
+            s.sendall(b"POST /pypi/+health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n")
+            socks.append(s)
+        stop = threading.Event()
+
+        def drip() -> None:
+            for _ in range(30):  # 30 s at most
+                for s in socks:
+                    with contextlib.suppress(OSError):
+                        s.send(b"x" * 10)
+                if stop.wait(1):
+                    return
+
+        dripper = threading.Thread(target=drip)
+        dripper.start()
+        time.sleep(1)
+        started = time.monotonic()
+        assert raw_get(site.origin, "/pypi/+health")[0] == 200
+        assert time.monotonic() - started < 2
+        wheel = write_wheel(tmp_path, "steady-pkg", "1.0")
+        started = time.monotonic()
+        result = twine_upload(site.url("dev"), "alice", USERS["alice"], wheel)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert time.monotonic() - started < 8
+        stop.set()
+        dripper.join(timeout=5)
+    finally:
+        for s in socks:
+            s.close()

@@ -203,3 +203,28 @@ def test_full_disk_at_every_margin_publishes_all_or_nothing(small_fs: Path) -> N
         (small_fs / "filler").unlink()
         assert_not_published(settings, "dev", SECOND)
     assert outcomes >= {507, 200}, outcomes
+
+
+def test_a_publish_killed_half_way_is_taken_back(tmp_path: Path) -> None:
+    """The state a publish killed after its record and its link leaves behind: the next
+    upload of the name takes it back (and still asks whether the name is new), and so does
+    regen-index, without a tombstone."""
+    settings = load_settings(write_config(tmp_path))
+    app = TestApp(make_app(settings))
+    data = wheel_bytes("acme", "1.0")
+    assert upload(app, FIRST, data).status_int == 200
+    folder = settings.root / "dev" / "acme"
+    record_path = settings.state / "records" / "dev" / "acme.json"
+    record = json.loads(record_path.read_text())
+    record["files"][FIRST]["pending"] = True
+    record_path.write_text(json.dumps(record))
+    (settings.state / "claims.map").unlink()  # killed before the claim was added
+    from pypi_fallback.upload import is_new_name
+
+    assert is_new_name(settings, "acme")  # never published as far as anyone knows
+    report = regenerate(settings)
+    assert report.removed == [f"dev/acme/{FIRST}"] and report.published == []
+    assert not (folder / FIRST).exists() and not (folder / f"{FIRST}.metadata").exists()
+    assert FIRST not in json.loads(record_path.read_text())["tombstones"]
+    assert upload(app, FIRST, data).status_int == 200
+    assert_published(settings, "dev", FIRST, data)

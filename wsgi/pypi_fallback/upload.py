@@ -169,7 +169,8 @@ def is_new_name(settings: Settings, project: NormalizedName) -> bool:
     tree = Tree.of(settings)
     for repo in settings.repos:
         record = load_record(tree, repo, project)
-        if record["files"] or record["tombstones"]:
+        published = [f for f in record["files"].values() if not f.get("pending")]
+        if published or record["tombstones"]:
             return False
     return project not in load_claims(tree)
 
