@@ -9,8 +9,10 @@ under the same per-project lock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -137,7 +139,8 @@ def scan_project(tree: Tree, repo: str, project: NormalizedName, record: dict[st
         try:
             if rec is None or not rec.get("metadata_sha256"):
                 writer.remove(folder / name)  # not one this program wrote
-            elif sha256_file(folder / name) != rec["metadata_sha256"]:
+            elif hashlib.sha256(_regular_bytes(os.path.join(folder, name))).hexdigest() \
+                    != rec["metadata_sha256"]:
                 meta = inspect_dist(folder / dist_name, parse_dist_filename(dist_name))
                 writer.write(folder / name, meta.raw)  # a lying .metadata is replaced
                 if hashlib.sha256(meta.raw).hexdigest() != rec["metadata_sha256"]:
@@ -295,17 +298,30 @@ def listing_intact(root: Path, folder: Path, body: bytes, html_sha256: str | Non
     """The listing files on disk are the ones this program wrote: ``index.v1_json`` has the
     bytes it would write, ``index.html`` the hash recorded, ``index.var`` is the shared
     type map (a hard link), and none is a symlink."""
+    base = os.fspath(folder)
     try:
-        for name in LISTING_FILES:
-            if not os.path.isfile(folder / name) or os.path.islink(folder / name):
-                return False
-        if os.lstat(folder / "index.var").st_ino != os.lstat(root / ".index.var").st_ino:
+        var = os.lstat(base + "/index.var")
+        if not stat.S_ISREG(var.st_mode) or var.st_ino != os.lstat(
+                os.fspath(root) + "/.index.var").st_ino:
             return False
-        if (folder / "index.v1_json").read_bytes() != body:
-            return False
-        return html_sha256 is not None and sha256_file(folder / "index.html") == html_sha256
+        return html_sha256 is not None and _regular_bytes(base + "/index.v1_json") == body \
+            and hashlib.sha256(_regular_bytes(base + "/index.html")).hexdigest() == html_sha256
     except OSError:
         return False
+
+
+def _regular_bytes(path: str) -> bytes:
+    """The bytes of a regular file (a symlink or anything else raises OSError)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _changed(tree: Tree, repo: str, project: NormalizedName, record: dict[str, Any],
