@@ -285,6 +285,8 @@ class App:
         try:
             answer = self.upstream.reachable()
             self._reachable = (time.monotonic(), answer)
+        except UpstreamBusy:
+            pass  # the last answer stands; the next +health asks again
         finally:
             self._checking = False
 

@@ -472,11 +472,14 @@ class Upstream:
         return digest.hexdigest(), size
 
     def reachable(self) -> bool:
-        """Whether the upstream answers now (a failure remembered counts as no)."""
+        """Whether the upstream answers now (a failure remembered counts as no; raises
+        UpstreamBusy when every slot is taken, which says nothing either way)."""
         try:
             resp = self.get(self.base_url, {"Accept": ACCEPT})
             resp.close()
             return resp.status < 500
+        except UpstreamBusy:
+            raise
         except UpstreamError:
             return False
 
