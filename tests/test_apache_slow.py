@@ -112,13 +112,23 @@ def test_symlinks_planted_in_the_tree_are_not_followed(site: Deployment) -> None
     folder.mkdir(parents=True)
     os.symlink("/etc/passwd", folder / "linked-1.0.tar.gz")
     os.symlink("/etc/passwd", folder / "index.html")
+    published = root / "dev" / "published"  # a project with real listings …
+    published.mkdir()
+    for name in ("index.v1_json", "index.var"):
+        (published / name).write_bytes((root / "dev" / name).read_bytes())
+    os.symlink("/etc/passwd", published / "index.html")  # … but a planted index.html
     passwd = Path("/etc/passwd").read_bytes()
-    for path in ("/pypi/stable/etcproj/passwd", "/pypi/stable/etcproj/",
-                 "/pypi/dev/linked/linked-1.0.tar.gz", "/pypi/dev/linked/index.html",
-                 "/pypi/dev/linked/"):
-        status, _, body = raw_get(site.origin, path, headers={"Accept": "text/html"})
-        assert passwd not in body and b"root:" not in body, path
-        assert status != 200, (path, status)
+    for path, accept in [("/pypi/stable/etcproj/passwd", "*/*"),
+                         ("/pypi/stable/etcproj/", "text/html"),
+                         ("/pypi/dev/linked/linked-1.0.tar.gz", "*/*"),
+                         ("/pypi/dev/linked/index.html", "*/*"),
+                         ("/pypi/dev/linked/", "text/html"),
+                         ("/pypi/dev/published/", "text/html"),
+                         ("/pypi/dev/published/", "application/vnd.pypi.simple.v1+html"),
+                         ("/pypi/dev/published/index.html", "*/*")]:
+        status, _, body = raw_get(site.origin, path, headers={"Accept": accept})
+        assert passwd not in body and b"root:" not in body, (path, accept)
+        assert status != 200 or body.startswith(b"{"), (path, accept, status)
 
 
 def test_a_hostile_upstream_cannot_hold_uploads_or_health(tmp_path: Path) -> None:
