@@ -18,7 +18,11 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FAULTS = ("blackhole", "503", "drip", "truncated", "wrong-bytes", "gzip", "redirect-loop",
-          "huge", "malformed-html", "malformed-json", "other-project")
+          "huge", "malformed-html", "malformed-json", "other-project", "slow-headers",
+          "throttle", "hang")
+# slow-headers: the status line and headers one byte a second (60 s at most)
+# throttle: bodies at ``rate`` bytes a second (in 10 chunks a second)
+# hang: read the request, answer nothing until ``release()`` (or 60 s)
 
 
 class FakeUpstream:
@@ -29,6 +33,19 @@ class FakeUpstream:
         self.json = True
         self.base = ""
         self.stop: Callable[[], None] = lambda: None
+        self.rate = 2 * 1024 * 1024
+        self.released = threading.Event()
+        self._digests: dict[tuple[str, int, int], str] = {}
+
+    def release(self) -> None:
+        """Let every hanging request go (they close without an answer)."""
+        self.released.set()
+
+    def digest(self, data: bytes) -> str:
+        key = (data[:64].hex(), len(data), id(data))
+        if key not in self._digests:
+            self._digests[key] = hashlib.sha256(data).hexdigest()
+        return self._digests[key]
 
     @property
     def simple_url(self) -> str:
@@ -44,7 +61,7 @@ class FakeUpstream:
     def html_page(self, project: str) -> bytes:
         links = "".join(
             f'<a href="{self.base}/files/{html.escape(name)}#sha256='
-            f'{hashlib.sha256(data).hexdigest()}" data-requires-python="&gt;=3.8">'
+            f'{self.digest(data)}" data-requires-python="&gt;=3.8">'
             f"{html.escape(name)}</a><br>\n"
             for name, data in sorted(self.files[project].items()))
         return (f"<!DOCTYPE html><html><head><title>Links for {project}</title></head>"
@@ -52,7 +69,7 @@ class FakeUpstream:
 
     def json_page(self, project: str) -> bytes:
         files = [{"filename": name, "url": f"../../files/{name}",
-                  "hashes": {"sha256": hashlib.sha256(data).hexdigest()},
+                  "hashes": {"sha256": self.digest(data)},
                   "requires-python": ">=3.8", "yanked": False, "size": len(data),
                   "upload-time": "2025-01-02T03:04:05.000000Z"}
                  for name, data in sorted(self.files[project].items())]
@@ -81,6 +98,21 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
             fault = up.fault
             if fault == "blackhole":
                 time.sleep(20)
+                return
+            if fault == "hang":
+                up.released.wait(60)
+                self.close_connection = True
+                return
+            if fault == "slow-headers":
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nX-Pad: " + b"x" * 200
+                for i in range(min(len(head), 60)):  # one byte a second, 60 s at most
+                    try:
+                        self.wfile.write(head[i:i + 1])
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    time.sleep(1)
+                self.close_connection = True
                 return
             if fault == "503":
                 return self.send(503, b"down for maintenance", "text/plain")
@@ -132,6 +164,20 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
                     except OSError:
                         return
                 self.close_connection = True
+                return
+            if fault == "throttle":
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                step = max(1, up.rate // 10)
+                started = time.monotonic()
+                for n, i in enumerate(range(0, len(body), step)):  # bounded by the body
+                    try:
+                        self.wfile.write(body[i:i + step])
+                    except OSError:
+                        return
+                    time.sleep(max(0.0, started + (n + 1) / 10 - time.monotonic()))
                 return
             if fault in ("truncated", "drip"):
                 self.send_response(200)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,10 +105,12 @@ def test_upstream_down_at_first_upload_refuses_a_new_name_with_503(
     assert int(resp.headers["Retry-After"]) > 0
     assert snapshot(settings) == before
     assert "left-pad" not in claims_or_none(settings)
-    # when the upstream is back, the same upload goes through the normal rule
+    # when the upstream is back (and the failure is no longer remembered: a fresh app),
+    # the same upload goes through the normal rule
     upstream.fault = None
     upstream.add("left-pad", wheel_name("left-pad", "1.0"), wheel_bytes("left-pad", "1.0"))
-    post(app, "dev", wheel_name("left-pad", "2.0"), wheel_bytes("left-pad", "2.0"), status=403)
+    post(TestApp(make_app(settings)), "dev", wheel_name("left-pad", "2.0"),
+         wheel_bytes("left-pad", "2.0"), status=403)
 
 
 def test_upstream_down_still_takes_private_names_and_known_names(
@@ -181,7 +184,31 @@ def test_regen_index_cli_reports_upstream_errors(app: TestApp, settings: Setting
     assert "upstream: requests: Upstream answered 503" in result.stderr
 
 
+def reachable_as_reported(settings: Settings) -> bool | None:
+    """+health's answer once its background check is done (5 s at most)."""
+    app = TestApp(make_app(settings))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        answer = app.get("/pypi/+health").json["upstream_reachable"]
+        if answer is not None:
+            return bool(answer)
+        time.sleep(0.05)
+    return None
+
+
 def test_health_reports_upstream(settings: Settings, upstream: FakeUpstream) -> None:
-    assert TestApp(make_app(settings)).get("/pypi/+health").json["upstream_reachable"] is True
+    assert reachable_as_reported(settings) is True
     upstream.fault = "503"
-    assert TestApp(make_app(settings)).get("/pypi/+health").json["upstream_reachable"] is False
+    assert reachable_as_reported(settings) is False
+
+
+def test_health_never_waits_for_a_hanging_upstream(settings: Settings,
+                                                   upstream: FakeUpstream) -> None:
+    upstream.fault = "slow-headers"
+    app = TestApp(make_app(settings))
+    for _ in range(3):
+        started = time.monotonic()
+        body = app.get("/pypi/+health", status=200).json
+        assert time.monotonic() - started < 0.5
+        assert body["ok"] is True and body["upstream_reachable"] is None  # not known yet
+    upstream.release()

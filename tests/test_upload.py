@@ -277,3 +277,43 @@ def test_disk_failure_is_5xx_and_publishes_nothing(app: TestApp, settings: Setti
     monkeypatch.undo()
     assert snapshot(settings) == before
     assert not (settings.root / "dev" / "acme" / other).exists()
+
+
+def raw_post(app: TestApp, body: bytes, content_type: str) -> Any:
+    req = TestRequest.blank("/pypi/dev/", method="POST", body=body,
+                            content_type=content_type, environ={"REMOTE_USER": "alice"})
+    return app.do_request(req, status="*", expect_errors=True)
+
+
+def multipart(boundary: bytes, parts: list[tuple[bytes, bytes]]) -> bytes:
+    out = b"".join(b"--" + boundary + b"\r\nContent-Disposition: form-data; " + header
+                   + b"\r\n\r\n" + value + b"\r\n" for header, value in parts)
+    return out + b"--" + boundary + b"--\r\n"
+
+
+def test_hostile_forms_are_4xx_in_bounded_time(app: TestApp, settings: Settings) -> None:
+    """Item 34: what the parser cannot take is refused before it gets there, never a 500."""
+    before = snapshot(settings)
+    long_boundary = b"b" * 5000
+    fields = [(f'name="f{i}"'.encode(), b"x") for i in range(200_000)]
+    undecodable = [(b'name=":action"', b"file_upload"), (b'name="\xff\xfe"', b"x"),
+                   (b'name="content"; filename="acme-1.0-py3-none-any\xff.whl"', GOOD)]
+    cases = [
+        (multipart(long_boundary, [(b'name=":action"', b"file_upload")]),
+         "multipart/form-data; boundary=" + "b" * 5000, "Invalid multipart boundary"),
+        (multipart(b"xyz", fields), "multipart/form-data; boundary=xyz",
+         "Too many form fields"),
+        (multipart(b"xyz", undecodable), "multipart/form-data; boundary=xyz", ""),
+        (b"&".join(b"f%d=x" % i for i in range(200_000)), "application/x-www-form-urlencoded",
+         "Too many form fields"),
+        (b"a=b", "text/plain", "multipart/form-data"),
+        (b"--xyz\r\nContent-Disposition: form-data\r\n\r\n", "multipart/form-data",
+         "Invalid multipart boundary"),
+    ]
+    for body, ctype, reason in cases:
+        started = time.process_time()
+        resp = raw_post(app, body, ctype)
+        assert 400 <= resp.status_int < 500, (ctype[:60], resp.status)
+        assert reason in resp.status
+        assert time.process_time() - started < 3
+    assert snapshot(settings) == before

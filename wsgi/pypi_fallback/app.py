@@ -9,6 +9,7 @@ failure is a 5xx (507 when the disk is full) after the temporary files are remov
 
 from __future__ import annotations
 
+import email.message
 import errno
 import json
 import os
@@ -48,8 +49,8 @@ from .names import parse_normalized_name
 from .pages import PageRefresher
 from .regen import refresh_roots, regenerate, render_upstream_page
 from .storage import UPSTREAM_DIR, Tree, Writer, describe_os_error, locked
-from .upload import check_form, is_new_name, receive_upload
-from .upstream import Upstream, UpstreamError, UpstreamTimeout
+from .upload import check_form, check_form_body, is_new_name, receive_upload
+from .upstream import Upstream, UpstreamBusy, UpstreamError, UpstreamTimeout
 
 STATUS: dict[type[PyPIFallbackError], int] = {
     BadRequest: 400,
@@ -64,6 +65,7 @@ STATUS: dict[type[PyPIFallbackError], int] = {
     NotAcceptable: 406,
     UpstreamError: 502,
     UpstreamTimeout: 504,
+    UpstreamBusy: 503,
     Forbidden: 403,
     NotFound: 404,
     MethodNotAllowed: 405,
@@ -142,6 +144,14 @@ class RootRefresher:
         refresh_roots(self.settings, [repo])
 
 
+def _boundary(request: Request) -> str | None:
+    """The ``boundary`` parameter of the request's Content-Type, if a plain one."""
+    header = email.message.Message()
+    header["Content-Type"] = request.headers.get("Content-Type", "")[:1000]
+    value = header.get_param("boundary")
+    return value if isinstance(value, str) else None
+
+
 def error_response(status: int, reason: str) -> Response:
     """A plain-text error whose reason is also the status line's phrase."""
     phrase = " ".join(reason.split())  # no CR/LF or tabs in a header
@@ -152,6 +162,8 @@ def error_response(status: int, reason: str) -> Response:
         resp.www_authenticate = ("Basic", {"realm": "pypi-fallback"})
     if status == 405:
         resp.allow = ("POST",)
+    if status == 503:
+        resp.retry_after = 10
     return resp
 
 
@@ -163,6 +175,8 @@ class App:
         self.pages = PageRefresher(settings)
         self._upstream: Upstream | None = None
         self._reachable: tuple[float, bool] = (0.0, False)
+        self._reachable_lock = threading.Lock()
+        self._checking = False
 
     @property
     def upstream(self) -> Upstream:
@@ -237,7 +251,12 @@ class App:
             raise BadRequest("Content-Length required")
         if request.content_length > self.settings.max_request_bytes:
             raise TooLarge(f"Upload too large: over the limit of {self.settings.max_upload_mb} MB")
-        form = request.POST
+        request.make_body_seekable()
+        check_form_body(request.content_type, _boundary(request), request.body_file_raw)
+        try:
+            form = request.POST
+        except (ValueError, LookupError, UnicodeError) as exc:
+            raise BadRequest(f"Malformed multipart form: {exc}"[:200]) from None
         content = form.get("content")
         filename = getattr(content, "filename", None)
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
@@ -307,13 +326,25 @@ class App:
         resp.vary = ("Accept",)
         return resp
 
-    def upstream_reachable(self) -> bool:
-        """Asked at most once a minute: a health check must not hammer the upstream."""
+    def upstream_reachable(self) -> bool | None:
+        """The last known answer (None before the first), never waited for: a check runs in
+        the background when the answer is over a minute old, one at a time."""
         checked, answer = self._reachable
-        if time.monotonic() - checked > 60 or not checked:
+        with self._reachable_lock:
+            stale = not checked or time.monotonic() - checked > 60
+            if stale and not self._checking:
+                self._checking = True
+                threading.Thread(target=self._check_upstream, daemon=True).start()
+        return answer if checked else None
+
+    def _check_upstream(self) -> None:
+        try:
             answer = self.upstream.reachable()
             self._reachable = (time.monotonic(), answer)
-        return answer
+        except UpstreamBusy:
+            pass  # the last answer stands; the next +health asks again
+        finally:
+            self._checking = False
 
     def health(self) -> Response:
         tree = Tree.of(self.settings)

@@ -89,6 +89,8 @@ def regen_index_main(argv: Sequence[str] | None = None) -> int:
             print(f"quarantined {path}: {reason}", file=sys.stderr)
         for problem in report.upstream_errors:
             print(f"upstream: {problem}", file=sys.stderr)
+        for problem in report.errors:
+            print(f"error: {problem}", file=sys.stderr)
         print(f"regen-index: {report.projects} projects, {report.listings} listings written, "
               f"{len(report.published)} files published, "
               f"{len(report.quarantined)} quarantined")

@@ -6,6 +6,7 @@ Network calls go through ``upstream.Upstream``; files go through ``storage``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -229,8 +230,13 @@ def fetch_file(settings: Settings, upstream: Upstream, project: NormalizedName,
         folder.mkdir(parents=True, exist_ok=True)
         with new_file(final) as out:
             sha256, size = upstream.fetch_file(entry, out, settings.max_upload_bytes * 20)
-        append_audit(tree, {"time": utc_timestamp(), "user": None, "action": "cache",
-                            "repo": UPSTREAM_DIR, "project": project, "filename": filename,
-                            "sha256": sha256, "size": size, "client": client,
-                            "url": entry.url})
+        try:
+            append_audit(tree, {"time": utc_timestamp(), "user": None, "action": "cache",
+                                "repo": UPSTREAM_DIR, "project": project,
+                                "filename": filename, "sha256": sha256, "size": size,
+                                "client": client, "url": entry.url})
+        except BaseException:
+            with contextlib.suppress(OSError):
+                Writer().remove(final)  # not kept without its audit line
+            raise
         return Fetched(final, True)

@@ -8,7 +8,9 @@ operator's identity. Nothing here overwrites a file of the same name with other 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -26,13 +28,14 @@ from .pages import refresh as refresh_pages
 from .regen import Records, Report, refresh_roots, render_project
 from .storage import (
     Tree,
+    Undo,
     Writer,
     append_audit,
     dump_record,
     load_record,
     locked,
-    new_file,
     sha256_file,
+    tmp_path,
     utc_timestamp,
 )
 from .upstream import Upstream
@@ -76,20 +79,92 @@ def _rebuild(settings: Settings, tree: Tree, project: NormalizedName, repo: str,
     refresh_pages(settings, [project])  # pages for people (pages.py)
 
 
-def _copy_in(tree: Tree, repo: str, project: NormalizedName, src: Path,
-             metadata: Path | None) -> Path:
-    """Copy ``src`` into ``repo`` (durably, no overwrite) with its metadata file."""
+@dataclass(frozen=True)
+class Copy:
+    """One file to copy into a repo: from ``src`` (and its metadata file, if any)."""
+
+    name: str
+    src: Path
+    metadata: Path | None
+    rec: dict[str, Any]
+    audit: dict[str, Any]
+    sha256: str
+
+
+def _publish_copies(settings: Settings, tree: Tree, project: NormalizedName, repo: str,
+                    records: Records, copies: list[Copy], **extra: Any) -> None:
+    """Copy files into ``repo`` under the project lock: each into a temporary file (its
+    sha256 checked), then the metadata and the record (entries marked pending), then the
+    files made visible, the listings, the audit lines; any failure takes it all back."""
+    record = records[(repo, project)]
     folder = tree.project_dir(repo, project)
+    made_folder = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / src.name
+    undo = Undo()
+    if made_folder:
+        undo.then(lambda: _rmdir_if_empty(folder))
+    staged: list[tuple[Copy, Path, Path]] = []
     try:
-        with open(src, "rb") as fin, new_file(final) as fout:
-            shutil.copyfileobj(fin, fout, 1024 * 1024)
-    except FileExistsError:
-        raise FileExists(f"File already exists: {repo}/{project}/{src.name}") from None
-    if metadata is not None and metadata.exists():
-        Writer().write(final.with_name(final.name + ".metadata"), metadata.read_bytes())
-    return final
+        for copy in copies:
+            final = folder / copy.name
+            if os.path.lexists(final):
+                raise FileExists(f"File already exists: {repo}/{project}/{copy.name} is on "
+                                 "disk, waiting for regen-index")
+            tmp = tmp_path(final)
+            staged.append((copy, tmp, final))
+            undo.then(functools.partial(_unlink, tmp), first=True)
+            with open(copy.src, "rb") as fin, open(tmp, "xb") as fout:
+                shutil.copyfileobj(fin, fout, 1024 * 1024)
+                fout.flush()
+                os.fsync(fout.fileno())
+            if sha256_file(tmp) != copy.sha256:  # the copy is what was asked for
+                raise VerifyFailed(f"copy of {copy.name} does not match its sha256")
+            record["files"][copy.name] = {**copy.rec, "pending": True}
+        undo.write(tree.record_path(repo, project), dump_record(record), guard=True)
+        for copy, _, final in staged:
+            if copy.metadata is not None and copy.metadata.exists():
+                undo.write(final.with_name(final.name + ".metadata"), copy.metadata.read_bytes())
+        for copy, tmp, final in staged:
+            if not undo.link_new(tmp, final):
+                raise FileExists(f"File already exists: {repo}/{project}/{copy.name}")
+            os.unlink(tmp)
+            record["files"][copy.name] = _new_entry(copy.rec, final, **extra)
+
+        def rerender() -> None:
+            for key in records:
+                records[key].pop("listing", None)  # a listing half-written: write it again
+            render_project(settings, tree, project, settings.dependents(repo), records,
+                           Writer(), Report(), set())
+
+        undo.then(lambda: refresh_roots(settings, settings.dependents(repo)))
+        undo.then(rerender)
+        roots = render_project(settings, tree, project, settings.dependents(repo), records,
+                               Writer(), Report(), set())
+        if roots:
+            refresh_roots(settings, settings.viewers(roots))
+        for copy in copies:
+            append_audit(tree, copy.audit)
+        Writer().write(tree.record_path(repo, project), dump_record(record))
+    except BaseException:
+        for copy in copies:
+            record["files"].pop(copy.name, None)
+        undo.rollback()
+        raise
+    finally:
+        for _, tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    undo.commit()
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()
 
 
 def _new_entry(rec: dict[str, Any], final: Path, **extra: Any) -> dict[str, Any]:
@@ -134,21 +209,21 @@ def promote(settings: Settings, spec: str, src: str, dst: str, operator: str) ->
             if there or name in target["tombstones"]:
                 raise FileExists(f"File already exists: {dst}/{project}/{name} with other "
                                  "contents (or removed); nothing promoted")
+        copies = []
         for name in names:
             if name in outcome.skipped:
                 continue
             rec = source["files"][name]
             folder = tree.project_dir(src, project)
-            final = _copy_in(tree, dst, project, folder / name,
-                             folder / f"{name}.metadata" if rec.get("metadata_sha256") else None)
-            target["files"][name] = _new_entry(rec, final, promoted_from=src)
-            outcome.copied.append(name)
-            append_audit(tree, {"time": utc_timestamp(), "user": operator, "action": "promote",
+            copies.append(Copy(name, folder / name,
+                               folder / f"{name}.metadata" if rec.get("metadata_sha256")
+                               else None, rec,
+                               {"time": utc_timestamp(), "user": operator, "action": "promote",
                                 "repo": dst, "from": src, "project": project, "filename": name,
-                                "sha256": rec["sha256"], "size": rec["size"]})
-        if outcome.copied:
-            Writer().write(tree.record_path(dst, project), dump_record(target))
-            _rebuild(settings, tree, project, dst, records)
+                                "sha256": rec["sha256"], "size": rec["size"]}, rec["sha256"]))
+            outcome.copied.append(name)
+        if copies:
+            _publish_copies(settings, tree, project, dst, records, copies, promoted_from=src)
     return outcome
 
 
@@ -314,22 +389,24 @@ def pin(settings: Settings, pins: list[Pin], repo: str, operator: str,
                 if rec["sha256"] in wanted:
                     wanted.discard(rec["sha256"])
                     outcome.skipped.append(f"{item.project}/{name}")
+            copies = []
             for digest in sorted(wanted):
                 name, src, rec = _find_pinned(settings, tree, upstream, item, digest, records)
                 if name in target["files"] or name in target["tombstones"]:
                     raise FileExists(f"{item.where}: {repo}/{item.project}/{name} exists with "
                                      "other contents (or was removed)")
-                final = _copy_in(tree, repo, item.project, src, None)
-                if sha256_file(final) != digest:  # paranoia: the copy is what was pinned
-                    raise VerifyFailed(f"{item.where}: copy of {name} does not match its hash")
-                target["files"][name] = _new_entry(rec, final, pinned=True)
-                outcome.copied.append(f"{item.project}/{name}")
-                append_audit(tree, {"time": utc_timestamp(), "user": operator,
+                copies.append(Copy(name, src, None, rec,
+                                   {"time": utc_timestamp(), "user": operator,
                                     "action": "pin", "repo": repo, "project": item.project,
-                                    "filename": name, "sha256": digest, "size": rec["size"]})
-            if wanted:
-                Writer().write(tree.record_path(repo, item.project), dump_record(target))
-                _rebuild(settings, tree, item.project, repo, records)
+                                    "filename": name, "sha256": digest, "size": rec["size"]},
+                                   digest))
+            try:
+                if copies:
+                    _publish_copies(settings, tree, item.project, repo, records, copies,
+                                    pinned=True)
+            except VerifyFailed as exc:
+                raise VerifyFailed(f"{item.where}: {exc}") from None
+            outcome.copied += [f"{item.project}/{c.name}" for c in copies]
     return outcome
 
 

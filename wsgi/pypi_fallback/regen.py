@@ -9,8 +9,10 @@ under the same per-project lock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -71,10 +73,16 @@ class Report:
     listings: int = 0
     projects: int = 0
     upstream_errors: list[str] = field(default_factory=list)  # kept the last good copy
+    errors: list[str] = field(default_factory=list)  # entries skipped (permission denied, …)
 
     @property
     def ok(self) -> bool:
-        return not self.quarantined and not self.upstream_errors
+        return not self.quarantined and not self.upstream_errors and not self.errors
+
+    def skipped(self, what: str, exc: BaseException) -> None:
+        """One entry could not be processed: say so, and go on with the rest."""
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        self.errors.append(f"{what!r}: {detail}; skipped")
 
 
 def file_record(path: Path, sha256: str, version: str, requires_python: str | None,
@@ -84,6 +92,7 @@ def file_record(path: Path, sha256: str, version: str, requires_python: str | No
         "sha256": sha256,
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
         "version": version,
         "requires_python": requires_python,
         "metadata_sha256": metadata_sha256,
@@ -105,53 +114,94 @@ def scan_project(tree: Tree, repo: str, project: NormalizedName, record: dict[st
     present: set[str] = set()
     metadata_files: list[str] = []
     now = time.time()
+    if os.path.islink(folder):  # never followed (the repo pass quarantines it)
+        return changed
+    undone = [n for n, rec in files.items() if rec.get("pending")]
+    for name in undone:
+        # a publish that died before it was complete: it was never published; take it back
+        writer.remove(folder / name)
+        writer.remove(folder / f"{name}.metadata")
+        del files[name]
+        report.removed.append(f"{repo}/{project}/{name}")
+        changed = True
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         entries = []
     for entry in entries:
-        name = entry.name
-        if name.startswith("."):
-            if is_stale_tmp(entry, now):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                report.removed.append(entry.path)
-            continue
-        if name in LISTING_FILES:
-            continue
-        if name.endswith(".metadata"):
-            metadata_files.append(name)
-            continue
-        if not entry.is_file(follow_symlinks=False):
-            _reject(tree, repo, Path(entry.path), f"{name!r} is not a regular file", report)
-            continue
-        st = entry.stat(follow_symlinks=False)
-        known = files.get(name)
-        if known and known["size"] == st.st_size and known["mtime_ns"] == st.st_mtime_ns:
-            present.add(name)
-            continue
-        path = Path(entry.path)
         try:
-            rec = _validate_new_file(tree, repo, project, path, known, record, writer)
-        except (InvalidFilename, InvalidArchive, MetadataMismatch) as exc:
-            _reject(tree, repo, path, str(exc), report)
-            if known:
-                _tombstone(record, name, "replaced on disk by other bytes")
+            if _scan_entry(tree, repo, project, record, entry, undone, present,
+                           metadata_files, now, writer, report):
                 changed = True
-            continue
-        files[name] = rec
-        present.add(name)
-        changed = True
-        if not known:
-            report.published.append(f"{repo}/{project}/{name}")
+        except (OSError, ValueError) as exc:
+            report.skipped(f"{repo}/{project}/{entry.name}", exc)
+            if entry.name in files:
+                present.add(entry.name)  # not seen properly: not a deletion either
     for name in [n for n in files if n not in present]:
         _tombstone(record, name, "deleted from disk")
         changed = True
     for name in metadata_files:
         dist_name = name[: -len(".metadata")]
-        if dist_name not in files:
-            writer.remove(folder / name)
+        rec = files.get(dist_name)
+        try:
+            if rec is None or not rec.get("metadata_sha256"):
+                writer.remove(folder / name)  # not one this program wrote
+            elif hashlib.sha256(_regular_bytes(os.path.join(folder, name))).hexdigest() \
+                    != rec["metadata_sha256"]:
+                meta = inspect_dist(folder / dist_name, parse_dist_filename(dist_name))
+                writer.write(folder / name, meta.raw)  # a lying .metadata is replaced
+                if hashlib.sha256(meta.raw).hexdigest() != rec["metadata_sha256"]:
+                    rec["metadata_sha256"] = hashlib.sha256(meta.raw).hexdigest()
+                    changed = True
+        except (OSError, ValueError, InvalidFilename, InvalidArchive, MetadataMismatch) as exc:
+            report.skipped(f"{repo}/{project}/{name}", exc)
     return changed
+
+
+def _scan_entry(tree: Tree, repo: str, project: NormalizedName, record: dict[str, Any],
+                entry: os.DirEntry[str], undone: list[str], present: set[str],
+                metadata_files: list[str], now: float, writer: Writer, report: Report
+                ) -> bool:
+    """One entry of a project folder; returns whether the record changed."""
+    files: dict[str, Any] = record["files"]
+    name = entry.name
+    if entry.is_symlink():  # never followed, whatever its name
+        _reject(tree, repo, Path(entry.path), f"{name!r} is a symlink", report)
+        return False
+    if name.startswith("."):
+        if is_stale_tmp(entry, now):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+            report.removed.append(entry.path)
+        return False
+    if name in LISTING_FILES or name in undone:
+        return False
+    if name.endswith(".metadata") and entry.is_file(follow_symlinks=False):
+        metadata_files.append(name)
+        return False
+    if not entry.is_file(follow_symlinks=False):
+        _reject(tree, repo, Path(entry.path), f"{name!r} is not a regular file", report)
+        return False
+    st = entry.stat(follow_symlinks=False)
+    known = files.get(name)
+    if known and known["size"] == st.st_size and known["mtime_ns"] == st.st_mtime_ns \
+            and known.get("ctime_ns") == st.st_ctime_ns:
+        present.add(name)
+        return False
+    path = Path(entry.path)
+    try:
+        rec = _validate_new_file(tree, repo, project, path, known, record, writer)
+    except (InvalidFilename, InvalidArchive, MetadataMismatch) as exc:
+        _reject(tree, repo, path, str(exc), report)
+        if known:
+            _tombstone(record, name, "replaced on disk by other bytes")
+            return True
+        return False
+    files[name] = rec
+    present.add(name)
+    if not known:
+        report.published.append(f"{repo}/{project}/{name}")
+    return rec != known
 
 
 def _reject(tree: Tree, repo: str, path: Path, reason: str, report: Report) -> None:
@@ -176,7 +226,9 @@ def _validate_new_file(tree: Tree, repo: str, project: NormalizedName, path: Pat
     if known:
         if known["sha256"] != sha256:
             raise InvalidFilename(f"{path.name!r} was published with other bytes; never replaced")
-        return {**known, "size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns}
+        st = path.stat()
+        return {**known, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                "ctime_ns": st.st_ctime_ns}
     if path.name in record["tombstones"]:
         raise InvalidFilename(f"{path.name!r} was removed before; a filename is never reused")
     meta = inspect_dist(path, dist)
@@ -218,7 +270,7 @@ def render_project(settings: Settings, tree: Tree, project: NormalizedName,
         for holder in settings.chain(repo):
             files = _record(tree, holder, project, records)["files"]
             layers.append([FileEntry.from_record(n, r, file_url(repo, holder, project, n))
-                           for n, r in files.items()])
+                           for n, r in files.items() if not r.get("pending")])
         tracked: list[str] = []
         if settings.reaches_upstream(repo) and is_public(settings, project, [
                 _record(tree, holder, project, records) for holder in settings.chain(repo)]):
@@ -227,17 +279,56 @@ def render_project(settings: Settings, tree: Tree, project: NormalizedName,
         page = build_project_page(project, merge_files(layers), tracked)
         body = render_json(page)
         fingerprint = hashlib.sha256(body).hexdigest()
+        if os.path.islink(folder):  # never written through (the repo pass quarantines it)
+            continue
         listed = os.path.exists(os.path.join(folder, "index.v1_json"))
-        if record.get("listing") == fingerprint and listed:
+        if record.get("listing") == fingerprint and listed and \
+                listing_intact(settings.root, folder, body, record.get("listing_html")):
             continue
         if not listed:
             roots_changed.add(repo)
-        write_listing(writer, settings.root, folder, body, render_project_html(page),
-                      TYPE_MAP)
+        html = render_project_html(page)
+        for name in LISTING_FILES:  # what this program did not write goes, links included
+            path = folder / name
+            if os.path.islink(path) or (path.exists() and not path.is_file()):
+                _reject(tree, repo, path, f"{name!r} is not a listing this program wrote",
+                        report)
+        write_listing(writer, settings.root, folder, body, html, TYPE_MAP)
         record["listing"] = fingerprint
+        record["listing_html"] = hashlib.sha256(html).hexdigest()
         _changed(tree, repo, project, record, writer, dirty)
         report.listings += 1
     return roots_changed
+
+
+def listing_intact(root: Path, folder: Path, body: bytes, html_sha256: str | None) -> bool:
+    """The listing files on disk are the ones this program wrote: ``index.v1_json`` has the
+    bytes it would write, ``index.html`` the hash recorded, ``index.var`` is the shared
+    type map (a hard link), and none is a symlink."""
+    base = os.fspath(folder)
+    try:
+        var = os.lstat(base + "/index.var")
+        if not stat.S_ISREG(var.st_mode) or var.st_ino != os.lstat(
+                os.fspath(root) + "/.index.var").st_ino:
+            return False
+        return html_sha256 is not None and _regular_bytes(base + "/index.v1_json") == body \
+            and hashlib.sha256(_regular_bytes(base + "/index.html")).hexdigest() == html_sha256
+    except OSError:
+        return False
+
+
+def _regular_bytes(path: str) -> bytes:
+    """The bytes of a regular file (a symlink or anything else raises OSError)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _changed(tree: Tree, repo: str, project: NormalizedName, record: dict[str, Any],
@@ -323,31 +414,46 @@ def regenerate(settings: Settings, repos: Sequence[str] | None = None,
         with contextlib.ExitStack() as stack:
             for project in chunk:
                 stack.enter_context(locked(tree, project))
-                records: Records = {}
-                dirty: set[str] = set()
-                for repo in scan_repos:
-                    record = _record(tree, repo, project, records)
-                    if scan_project(tree, repo, project, record, writer, report):
-                        dirty.add(repo)
-                roots |= render_project(settings, tree, project, render_repos, records,
-                                        writer, report, dirty)
-                for repo in dirty:
-                    writer.write(tree.record_path(repo, project),
-                                 dump_record(records[(repo, project)]))
-                if any(rec["files"] for rec in records.values()) and \
-                        not is_public(settings, project, records.values()):
-                    held.add(project)
-            writer.flush()
+                try:
+                    _regenerate_project(settings, tree, project, scan_repos, render_repos,
+                                        writer, report, roots, held)
+                except (OSError, ValueError) as exc:  # one bad project: the rest goes on
+                    report.skipped(project, exc)
+            try:
+                writer.flush()
+            except OSError as exc:
+                report.skipped(f"{chunk[0]}…{chunk[-1]}", exc)
         report.projects += len(chunk)
         if progress:
             progress(start + len(chunk), len(projects))
-    refresh_roots(settings, render_repos if not names else settings.viewers(roots))
+    try:
+        refresh_roots(settings, render_repos if not names else settings.viewers(roots))
+    except OSError as exc:
+        report.skipped("root listings", exc)
     add_claims(tree, {p: "published" for p in held})
     for repo in scan_repos:
         _clean_repo_folder(tree, repo, report)
     refresh_pages(settings, projects if names else None)  # pages for people (pages.py)
     write_status(tree, report)
     return report
+
+
+def _regenerate_project(settings: Settings, tree: Tree, project: NormalizedName,
+                        scan_repos: Sequence[str], render_repos: Sequence[str], writer: Batch,
+                        report: Report, roots: set[str], held: set[NormalizedName]) -> None:
+    records: Records = {}
+    dirty: set[str] = set()
+    for repo in scan_repos:
+        record = _record(tree, repo, project, records)
+        if scan_project(tree, repo, project, record, writer, report):
+            dirty.add(repo)
+    roots |= render_project(settings, tree, project, render_repos, records, writer, report,
+                            dirty)
+    for repo in dirty:
+        writer.write(tree.record_path(repo, project), dump_record(records[(repo, project)]))
+    if any(rec["files"] for rec in records.values()) and \
+            not is_public(settings, project, records.values()):
+        held.add(project)
 
 
 def refresh_upstream_listings(settings: Settings, names: Sequence[str], report: Report,
@@ -403,15 +509,25 @@ def render_upstream_page(settings: Settings, project: NormalizedName, writer: Wr
 
 def _projects_to_visit(tree: Tree, scan_repos: Sequence[str], render_repos: Sequence[str],
                        names: Sequence[str], report: Report) -> list[NormalizedName]:
+    for repo in scan_repos:
+        _quarantine_symlinks(tree, repo, report)
     if names:
         return sorted({parse_project_name(n, "argument") for n in names})
     found: set[NormalizedName] = set()
     for repo in render_repos:
-        for folder in tree.projects_on_disk(repo):
+        try:
+            folders = tree.projects_on_disk(repo)
+        except OSError as exc:
+            report.skipped(repo, exc)
+            folders = []
+        for folder in folders:
             if is_normalized_name(folder):
                 found.add(NormalizedName(folder))
             elif repo in scan_repos:
-                _reject_folder(tree, repo, folder, report)
+                try:
+                    _reject_folder(tree, repo, folder, report)
+                except OSError as exc:
+                    report.skipped(f"{repo}/{folder}", exc)
         records = tree.state / "records" / repo
         if records.is_dir():
             found.update(NormalizedName(p.name[:-5]) for p in records.iterdir()
@@ -419,14 +535,36 @@ def _projects_to_visit(tree: Tree, scan_repos: Sequence[str], render_repos: Sequ
     return sorted(found)
 
 
+def _quarantine_symlinks(tree: Tree, repo: str, report: Report) -> None:
+    """Symlinks in a repo folder (to a folder or a file) are never followed: quarantined."""
+    try:
+        with os.scandir(tree.repo_dir(repo)) as it:
+            links = [Path(e.path) for e in it if e.is_symlink()]
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        report.skipped(repo, exc)
+        return
+    for link in links:
+        try:
+            _reject(tree, repo, link, f"{link.name!r} is a symlink; never followed", report)
+        except OSError as exc:
+            report.skipped(f"{repo}/{link.name}", exc)
+
+
 def _reject_folder(tree: Tree, repo: str, folder: str, report: Report) -> None:
     """A folder whose name is not a normalized project name: its files go to quarantine."""
     path = tree.repo_dir(repo) / folder
-    hint = canonicalize_name(folder)
+    hint = canonicalize_name(folder) if folder.isprintable() else "a normalized name"
     for entry in os.scandir(path):
-        if entry.is_file(follow_symlinks=False) and not entry.name.startswith("."):
-            _reject(tree, repo, Path(entry.path),
-                    f"folder {folder!r} is not a normalized project name; use {hint!r}", report)
+        if not entry.name.startswith(".") and (entry.is_file(follow_symlinks=False)
+                                               or entry.is_symlink()):
+            try:
+                _reject(tree, repo, Path(entry.path),
+                        f"folder {folder!r} is not a normalized project name; use {hint!r}",
+                        report)
+            except OSError as exc:
+                report.skipped(f"{repo}/{folder}/{entry.name}", exc)
 
 
 def _clean_repo_folder(tree: Tree, repo: str, report: Report) -> None:
@@ -434,11 +572,21 @@ def _clean_repo_folder(tree: Tree, repo: str, report: Report) -> None:
     folder = tree.repo_dir(repo)
     if not folder.is_dir():
         return
-    for entry in os.scandir(folder):
-        if entry.name.startswith(".") or entry.name in LISTING_FILES or entry.is_dir():
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        report.skipped(repo, exc)
+        return
+    for entry in entries:
+        if entry.name.startswith(".") or (entry.name in LISTING_FILES and
+                                          entry.is_file(follow_symlinks=False)) \
+                or entry.is_dir(follow_symlinks=False):
             continue
-        _reject(tree, repo, Path(entry.path),
-                f"files belong in {repo}/<project>/, not in {repo}/", report)
+        try:
+            _reject(tree, repo, Path(entry.path),
+                    f"files belong in {repo}/<project>/, not in {repo}/", report)
+        except OSError as exc:
+            report.skipped(f"{repo}/{entry.name}", exc)
 
 
 def write_status(tree: Tree, report: Report) -> None:

@@ -123,6 +123,9 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
         "limit_request_body": min(limit, 2**31 - 1),
         # long enough for the largest upload at ~1 MB/s, and never under five minutes
         "request_timeout": max(300, settings.max_upload_mb),
+        # cache fills: the largest file at 1 MB/s (the upstream client's own minimum-rate
+        # rule ends a stalled one well before)
+        "fill_timeout": max(600, settings.max_upload_mb * 20),
         "venv": host.venv,
         "wsgi_script": host.wsgi_script,
         "user": host.user,

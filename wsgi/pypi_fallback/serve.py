@@ -21,7 +21,7 @@ APACHE = "/usr/sbin/apache2"
 MODULES_DIR = "/usr/lib/apache2/modules"
 MODULES = ("mpm_event", "authz_core", "authz_host", "authz_user", "authz_groupfile",
            "authn_core", "authn_file", "auth_basic", "alias", "rewrite", "headers", "mime",
-           "negotiation", "dir", "env", "setenvif", "wsgi")
+           "negotiation", "dir", "env", "setenvif", "reqtimeout", "wsgi")
 DEMO_USERS = {"alice": "developers", "carol": "qc"}
 
 DEFAULT_CONFIG = """\
@@ -74,6 +74,10 @@ TypesConfig /etc/mime.types
 {loads}WSGISocketPrefix "{run}/wsgi"
 KeepAliveTimeout 5
 Timeout 60
+# Slow clients (mod_reqtimeout): request headers within 10 s, up to 20 s while they come
+# at 500 bytes/s or more; a body's first 20 s, then as long as it keeps 500 bytes/s (a
+# large upload at a slow client's pace still finishes; a stalled one is cut off).
+RequestReadTimeout header=10-20,MinRate=500 body=20,MinRate=500
 Include "{dropin}"
 # / is the index's page of repositories, not Debian's default page
 RedirectMatch 302 "^/$" "{prefix}/"

@@ -19,7 +19,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -177,14 +177,85 @@ class Batch(Writer):
 def link_new(tmp: Path, final: Path) -> bool:
     """Publish ``tmp`` as ``final`` unless ``final`` exists; return whether it was published.
 
-    ``tmp`` must already be durable. The folder is made durable afterwards.
+    ``tmp`` must already be durable. The folder is made durable afterwards; if that fails,
+    ``final`` is removed again (nothing is left visible that the caller did not commit).
     """
     try:
         os.link(tmp, final)
     except FileExistsError:
         return False
-    fsync_dir(final.parent)
+    try:
+        fsync_dir(final.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(final)
+        raise
     return True
+
+
+class Undo:
+    """The steps of a publish taken so far, to take back if a later step fails.
+
+    A publish writes its record and companion files first and makes the distribution
+    visible last. ``rollback`` removes the distribution first (which also frees the space
+    a full disk needs for the rest), then takes back the other steps, newest first. If a
+    step fails, the oldest one (``guard``: the record that marks the file pending) is kept,
+    so that the next publish of the name or regen-index takes back the rest."""
+
+    def __init__(self) -> None:
+        self._first: list[Callable[[], None]] = []
+        self._steps: list[Callable[[], None]] = []
+        self._guard: Callable[[], None] | None = None
+
+    def write(self, path: Path, data: bytes, guard: bool = False) -> None:
+        """Write ``path`` (durably); rollback restores its previous bytes or removes it."""
+        try:
+            old: bytes | None = path.read_bytes()
+        except FileNotFoundError:
+            old = None
+        if guard:
+            self._guard = lambda: _restore(path, old)
+        else:
+            self._steps.append(lambda: _restore(path, old))
+        Writer().write(path, data)
+
+    def link_new(self, tmp: Path, final: Path) -> bool:
+        """``link_new``; rollback removes ``final`` before anything else."""
+        if not link_new(tmp, final):
+            return False
+        self._first.append(lambda: Writer().remove(final))
+        return True
+
+    def then(self, step: Callable[[], None], first: bool = False) -> None:
+        (self._first if first else self._steps).append(step)
+
+    def rollback(self) -> bool:
+        """Take back what was done; return whether all of it was."""
+        ok = True
+        for step in [*reversed(self._first), *reversed(self._steps)]:
+            try:
+                step()
+            except OSError:
+                ok = False
+        if ok and self._guard is not None:
+            try:
+                self._guard()
+            except OSError:
+                ok = False
+        self.commit()
+        return ok
+
+    def commit(self) -> None:
+        self._first.clear()
+        self._steps.clear()
+        self._guard = None
+
+
+def _restore(path: Path, old: bytes | None) -> None:
+    if old is None:
+        Writer().remove(path)
+    else:
+        Writer().write(path, old)
 
 
 @contextlib.contextmanager
@@ -238,11 +309,16 @@ def write_listing(writer: Writer, root: Path, folder: Path, body_json: bytes,
     the same bytes everywhere: a hard link to one copy at the top of the tree)."""
     writer.write(folder / "index.v1_json", body_json)
     writer.write(folder / "index.html", body_html)
-    if not (folder / "index.var").exists():
-        shared = root / ".index.var"
-        if not shared.exists() or shared.read_bytes() != type_map:
-            Writer().write(shared, type_map)
-        writer.link(shared, folder / "index.var")
+    shared = root / ".index.var"
+    if not shared.exists() or shared.read_bytes() != type_map:
+        Writer().write(shared, type_map)
+    try:
+        if os.lstat(folder / "index.var").st_ino == os.lstat(shared).st_ino:
+            return
+        writer.remove(folder / "index.var")  # not the shared type map: replaced
+    except FileNotFoundError:
+        pass
+    writer.link(shared, folder / "index.var")
 
 
 # -- who writes: the owner of the state folder, even when a command runs as root -----------
@@ -493,7 +569,9 @@ def quarantine(tree: Tree, repo: str, path: Path, reason: str) -> Path:
     qdir = tree.quarantine_dir(repo)
     qdir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = qdir / f"{stamp}-{secrets.token_hex(3)}-{path.name}"
+    name = path.name.encode("utf-8", "surrogateescape")[:180].decode("utf-8", "ignore")
+    target = qdir / f"{stamp}-{secrets.token_hex(3)}-{name}"
+    reason = f"{reason}\n(was {str(path)!r})"
     Writer().write(target.with_name(target.name + ".reason"), (reason + "\n").encode())
     try:
         os.rename(path, target)

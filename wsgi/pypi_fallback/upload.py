@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
@@ -33,11 +34,11 @@ from .names import Dist, NormalizedName, parse_dist_filename, parse_project_name
 from .regen import Records, Report, file_record, render_project
 from .storage import (
     Tree,
+    Undo,
     Writer,
     add_claims,
     append_audit,
     dump_record,
-    link_new,
     load_claims,
     load_record,
     locked,
@@ -46,6 +47,10 @@ from .storage import (
 )
 
 CHUNK = 1024 * 1024
+MAX_FORM_PARTS = 1000  # twine sends about 30 fields; a long list of classifiers fits too
+# RFC 2046: a boundary is 1 to 70 characters, not ending with a space (printable ASCII
+# accepted, a little more than the RFC's list, as some clients use it)
+_BOUNDARY = re.compile(r"[!-~ ]{0,69}[!-~]")
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,29 @@ def check_form(fields: Mapping[str, str], filename: str | None) -> Upload:
     return Upload(dist, sha256, blake2)
 
 
+def check_form_body(content_type: str, boundary: str | None, body: IO[bytes]) -> None:
+    """Refuse, before any parser sees it, a form body that is not one twine would send:
+    not a form, a multipart boundary RFC 2046 does not allow, or more than MAX_FORM_PARTS
+    fields (counted in one pass over the body, which is then rewound)."""
+    if content_type == "application/x-www-form-urlencoded":
+        delimiter = b"&"
+    elif content_type != "multipart/form-data":
+        raise BadRequest(f"Uploads are multipart/form-data, not {content_type[:100]!r}")
+    elif not boundary or not _BOUNDARY.fullmatch(boundary):
+        raise BadRequest("Invalid multipart boundary (1 to 70 characters, RFC 2046)")
+    else:
+        delimiter = b"--" + boundary.encode("ascii")
+    count, tail = 0, b""
+    while block := body.read(CHUNK):
+        data = tail + block
+        count += data.count(delimiter)
+        if count > MAX_FORM_PARTS + 1:
+            raise BadRequest(f"Too many form fields (over {MAX_FORM_PARTS})")
+        tail = data[-(len(delimiter) - 1):] if len(delimiter) > 1 else b""
+        count -= tail.count(delimiter)  # counted again with the next block
+    body.seek(0)
+
+
 def _open_new(tmp: Path, made: list[Path]) -> int:
     """Create ``tmp``, making its project folder (and repo folder) when missing.
 
@@ -143,7 +171,8 @@ def is_new_name(settings: Settings, project: NormalizedName) -> bool:
     tree = Tree.of(settings)
     for repo in settings.repos:
         record = load_record(tree, repo, project)
-        if record["files"] or record["tombstones"]:
+        published = [f for f in record["files"].values() if not f.get("pending")]
+        if published or record["tombstones"]:
             return False
     return project not in load_claims(tree)
 
@@ -167,23 +196,20 @@ def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[by
         if upload.blake2_256 and upload.blake2_256 != blake2:
             raise DigestMismatch(f"The blake2_256_digest does not match the file ({blake2})")
         meta = inspect_dist(tmp, dist)
+        entry = {
+            "time": "", "user": user, "action": "upload", "repo": repo,
+            "project": dist.project, "filename": dist.filename, "sha256": sha256,
+            "size": size, "client": client,
+        }
+        if upstream:
+            entry["upstream"] = upstream
         with locked(tree, dist.project):
             status, roots = _publish(settings, tree, repo, dist, tmp, sha256, meta.raw,
-                                     meta.requires_python)
+                                     meta.requires_python, entry, claim)
             if status == "created":
-                entry = {
-                    "time": utc_timestamp(), "user": user, "action": "upload", "repo": repo,
-                    "project": dist.project, "filename": dist.filename, "sha256": sha256,
-                    "size": size, "client": client,
-                }
-                if claim and roots and add_claims(tree, {dist.project: claim}):
-                    entry["claim"] = claim
-                if upstream:
-                    entry["upstream"] = upstream
-                append_audit(tree, entry)
                 made.clear()
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # a leftover is a dotfile regen-index removes
             os.unlink(tmp)
         for path in reversed(made):
             with contextlib.suppress(OSError):
@@ -218,38 +244,104 @@ def check_same_file_spelled_once(dist: Dist, filenames: Iterable[str]) -> None:
 
 
 def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, sha256: str,
-             metadata: bytes, requires_python: str | None
-             ) -> tuple[Literal["created", "exists"], tuple[str, ...]]:
-    """Under the project lock: refuse reuse, link into place, update record and listings.
+             metadata: bytes, requires_python: str | None, audit: dict[str, Any],
+             claim: str | None) -> tuple[Literal["created", "exists"], tuple[str, ...]]:
+    """Under the project lock: refuse reuse, then publish (see ``publish_steps``).
 
     Returns what happened and the repos whose root listing now lacks the project."""
     records: Records = {(r, dist.project): load_record(tree, r, dist.project)
                         for r in settings.chain(repo)}
     record = records[(repo, dist.project)]
+    final = tree.project_dir(repo, dist.project) / dist.filename
+    known = record["files"].get(dist.filename)
+    if known and known.get("pending"):  # a publish that died half-way: take it back
+        undo_pending(tree, repo, dist.project, record, dist.filename)
+        known = None
     if dist.filename in record["tombstones"]:
         raise FileExists(f"File already exists: {dist.filename!r} was removed from {repo} "
                          "and a filename can never be reused; upload a new version")
     for holder in settings.chain(repo):
-        known = records[(holder, dist.project)]["files"].get(dist.filename)
-        if known and known["sha256"] != sha256:
+        other = records[(holder, dist.project)]["files"].get(dist.filename)
+        if other and not other.get("pending") and other["sha256"] != sha256:
             raise FileExists(f"File already exists: {dist.filename!r} in {holder} has other "
                              "contents; upload a new version")
-    check_same_file_spelled_once(dist, [*record["files"], *record["tombstones"]])
-    final = tree.project_dir(repo, dist.project) / dist.filename
-    if dist.filename in record["files"] or not link_new(tmp, final):
-        if dist.filename not in record["files"]:
+    check_same_file_spelled_once(dist, [*(n for n, f in record["files"].items()
+                                          if not f.get("pending")), *record["tombstones"]])
+    if known:
+        return "exists", ()
+    if os.path.lexists(final):
+        raise FileExists(f"File already exists: {dist.filename!r} is on disk in {repo}, "
+                         "waiting for regen-index")
+    undo = Undo()
+    try:
+        metadata_sha256 = hashlib.sha256(metadata).hexdigest() if dist.kind == "wheel" \
+            else None
+        rec = file_record(tmp, sha256, str(dist.version), requires_python, metadata_sha256,
+                          utc_timestamp())
+        # 1. the record, marked pending: a publish killed from here on is taken back by
+        #    the next upload of the name or regen-index, never published without audit
+        record["files"][dist.filename] = {**rec, "pending": True}
+        undo.write(tree.record_path(repo, dist.project), dump_record(record), guard=True)
+        # 2. the metadata
+        if metadata_sha256:
+            undo.write(final.with_name(final.name + ".metadata"), metadata)
+        undo.then(lambda: _unlink(tmp), first=True)  # frees the space the rest of a rollback needs
+        # 3. the distribution, visible last; then the audit line, the record and listings
+        if not undo.link_new(tmp, final):
             raise FileExists(f"File already exists: {dist.filename!r} is on disk in {repo}, "
                              "waiting for regen-index")
-        return "exists", ()
-    writer = Writer()
-    metadata_sha256 = None
-    if dist.kind == "wheel":
-        writer.write(final.with_name(final.name + ".metadata"), metadata)
-        metadata_sha256 = hashlib.sha256(metadata).hexdigest()
-    record["files"][dist.filename] = file_record(final, sha256, str(dist.version),
-                                                 requires_python, metadata_sha256,
-                                                 utc_timestamp())
-    writer.write(tree.record_path(repo, dist.project), dump_record(record))
-    roots = render_project(settings, tree, dist.project, settings.dependents(repo), records,
-                           writer, Report())
+        os.unlink(tmp)  # before the record's stat: a link count change moves the ctime
+        rec = file_record(final, sha256, str(dist.version), requires_python, metadata_sha256,
+                          rec["upload_time"])
+        record["files"][dist.filename] = rec
+        roots = render_project(settings, tree, dist.project, settings.dependents(repo),
+                               records, undo_writer(undo, tree, settings, dist.project, repo,
+                                                    records), Report(), set())
+        if claim and roots and add_claims(tree, {dist.project: claim}):
+            audit = {**audit, "claim": claim}
+        append_audit(tree, {**audit, "time": rec["upload_time"]})
+        undo.then(lambda: _best_effort(lambda: append_audit(
+            tree, {**audit, "time": utc_timestamp(), "action": "upload-undone"})))
+        Writer().write(tree.record_path(repo, dist.project), dump_record(record))
+    except BaseException:
+        record["files"].pop(dist.filename, None)
+        undo.rollback()
+        raise
+    undo.commit()
     return "created", settings.viewers(roots)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _best_effort(step: Callable[[], None]) -> None:
+    with contextlib.suppress(OSError):
+        step()
+
+
+def undo_writer(undo: Undo, tree: Tree, settings: Settings, project: NormalizedName,
+                repo: str, records: Records) -> Writer:
+    """A writer for the listings of a publish: if the publish is taken back, the listings
+    are rendered again from the records as they were."""
+    def rerender() -> None:
+        for key in records:
+            records[key].pop("listing", None)  # a listing half-written: write it again
+        render_project(settings, tree, project, settings.dependents(repo), records, Writer(),
+                       Report(), set())
+
+    undo.then(rerender)
+    return Writer()
+
+
+def undo_pending(tree: Tree, repo: str, project: NormalizedName, record: dict[str, Any],
+                 filename: str) -> None:
+    """Take back a publish that died before it was complete: its files go, its record
+    entry goes (no tombstone: it was never published)."""
+    folder = tree.project_dir(repo, project)
+    writer = Writer()
+    writer.remove(folder / filename)
+    writer.remove(folder / f"{filename}.metadata")
+    record["files"].pop(filename, None)
+    writer.write(tree.record_path(repo, project), dump_record(record))

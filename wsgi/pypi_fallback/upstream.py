@@ -1,23 +1,34 @@
 """The upstream index: the one module that talks to it.
 
 PEP 691 JSON is asked for first and PEP 503 HTML accepted; both become the same
-``UpstreamFile`` records. Every call has connect/read timeouts and a total deadline, a
-size cap and a redirect cap; bodies are read raw (``Accept-Encoding: identity``, and a
-response with any Content-Encoding is refused), so what is stored is what was listed.
+``UpstreamFile`` records. Every call has connect/read timeouts, a size cap and a redirect
+cap; bodies are read raw (``Accept-Encoding: identity``, and a response with any
+Content-Encoding is refused), so what is stored is what was listed.
+
+A slow or hostile upstream cannot hold a caller: a listing (and every response's status
+line and headers) has a true total deadline, enforced by a watchdog that shuts the socket
+down, so a server sending one byte a second is cut off in time; a file body has no total
+deadline but must keep a minimum rate over each window, so a large file on a slow link
+still arrives while a stalled one fails. Failures are remembered for a short while (the
+next caller fails at once instead of waiting again), and at most ``max_concurrent``
+requests run at once per client: the others are refused at once (503).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
 from typing import IO, Any
 from urllib.parse import quote, urljoin, urlsplit
@@ -31,6 +42,9 @@ MAX_LISTING_BYTES = 64 * 1024 * 1024
 MAX_REDIRECTS = 5
 CHUNK = 256 * 1024
 USER_AGENT = "pypi-fallback"
+MIN_RATE = 16 * 1024  # bytes a second a file body must average over each window
+NEGATIVE_TTL = 15.0  # seconds a failure is remembered
+MAX_CONCURRENT = 8  # upstream requests at once, per client (per daemon process)
 
 
 class UpstreamError(PyPIFallbackError):
@@ -39,6 +53,31 @@ class UpstreamError(PyPIFallbackError):
 
 class UpstreamTimeout(UpstreamError):
     """The upstream did not answer in time (HTTP 504)."""
+
+
+class UpstreamBusy(UpstreamError):
+    """Too many upstream requests at once: try again shortly (HTTP 503)."""
+
+
+class _Watchdog:
+    """Shuts a connection's socket down at a deadline, whatever the connection is doing
+    (connecting, sending, reading headers one byte at a time)."""
+
+    def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
+        self.conn, self.expired = conn, False
+        self._timer = threading.Timer(max(0.0, seconds), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        self.expired = True
+        sock = self.conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 @dataclass(frozen=True)
@@ -203,10 +242,18 @@ class _Response:
     url: str
     conn: http.client.HTTPConnection
     resp: http.client.HTTPResponse
-    deadline: float
-    chunks: list[bytes] = field(default_factory=list)
+    watchdog: _Watchdog
+    release: Any = None  # gives back the client's slot when closed
 
-    def iter_body(self, cap: int) -> Iterator[bytes]:
+    def keep_rate(self) -> None:
+        """From now on the body needs no total deadline, only a minimum rate."""
+        self.watchdog.cancel()
+
+    def iter_body(self, cap: int, min_rate: float = 0, window: float = 30.0
+                  ) -> Iterator[bytes]:
+        """The body, raw. With ``min_rate``, fail when fewer than ``min_rate * window``
+        bytes came in any window (a stalled or dripping body); the total deadline (unless
+        ``keep_rate`` was called) and the read timeout hold as well."""
         encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             raise UpstreamError(f"Upstream sent Content-Encoding {encoding!r} for {self.url}")
@@ -214,21 +261,32 @@ class _Response:
         if declared and declared.isdigit() and int(declared) > cap:
             raise UpstreamError(f"Upstream answer too large ({declared} bytes) for {self.url}")
         total = 0
+        window_start, window_bytes = time.monotonic(), 0
         while True:
-            if time.monotonic() > self.deadline:
-                raise UpstreamTimeout(f"Upstream too slow: {self.url}")
             try:
                 block = self.resp.read1(CHUNK) if hasattr(self.resp, "read1") else \
                     self.resp.read(CHUNK)
             except TimeoutError:
                 raise UpstreamTimeout(f"Upstream timed out reading {self.url}") from None
-            except (http.client.IncompleteRead, OSError) as exc:
+            except (http.client.HTTPException, OSError) as exc:
+                if self.watchdog.expired:
+                    raise UpstreamTimeout(f"Upstream too slow: {self.url}") from None
                 raise UpstreamError(f"Upstream broke off {self.url}: {exc}") from None
+            if self.watchdog.expired:
+                raise UpstreamTimeout(f"Upstream too slow: {self.url}")
             if not block:
                 break
             total += len(block)
             if total > cap:
                 raise UpstreamError(f"Upstream answer too large (over {cap} bytes): {self.url}")
+            window_bytes += len(block)
+            now = time.monotonic()
+            if min_rate and now - window_start >= window:
+                if window_bytes < min_rate * (now - window_start):
+                    raise UpstreamTimeout(
+                        f"Upstream too slow: {window_bytes} bytes in {now - window_start:.0f} "
+                        f"s (under {min_rate / 1024:.0f} KB/s) from {self.url}")
+                window_start, window_bytes = now, 0
             yield block
         if declared and declared.isdigit() and total != int(declared):
             raise UpstreamError(f"Upstream answer truncated: {total} of {declared} bytes "
@@ -238,21 +296,50 @@ class _Response:
         return b"".join(self.iter_body(cap))
 
     def close(self) -> None:
+        self.watchdog.cancel()
         self.conn.close()
+        if self.release is not None:
+            self.release()
+            self.release = None
 
 
 class Upstream:
-    """A client for one upstream index."""
+    """A client for one upstream index (shared by the threads of a process)."""
 
-    def __init__(self, base_url: str, timeout: float) -> None:
+    def __init__(self, base_url: str, timeout: float, *, max_concurrent: int = MAX_CONCURRENT,
+                 negative_ttl: float = NEGATIVE_TTL, min_rate: float = MIN_RATE) -> None:
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.timeout = timeout
-        self.total = timeout * 3
+        self.total = timeout * 3  # a listing, or any response's status line and headers
+        self.min_rate = min_rate
+        self.negative_ttl = negative_ttl
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._failures: dict[str, tuple[float, UpstreamError]] = {}
+        self._lock = threading.Lock()
 
     def project_url(self, project: str) -> str:
         """The project's page; the name is quoted (names are validated long before, but a
         URL is built from it here, and nothing it holds may change the request)."""
         return f"{self.base_url}{quote(project, safe='')}/"
+
+    # -- failures remembered briefly: by host (unreachable, timed out) and by URL
+
+    def _recall(self, url: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key in (urlsplit(url).netloc, url):
+                failed = self._failures.get(key)
+                if failed and now - failed[0] < self.negative_ttl:
+                    exc = failed[1]
+                    raise type(exc)(f"{exc} ({now - failed[0]:.0f} s ago; not asked again "
+                                    f"for {self.negative_ttl:.0f} s)")
+
+    def _remember(self, url: str, exc: UpstreamError) -> None:
+        host_wide = isinstance(exc, UpstreamTimeout) or "unreachable" in str(exc)
+        with self._lock:
+            if len(self._failures) > 10_000:
+                self._failures.clear()
+            self._failures[urlsplit(url).netloc if host_wide else url] = (time.monotonic(), exc)
 
     def _open(self, url: str, headers: Mapping[str, str], deadline: float) -> _Response:
         parts = urlsplit(url)
@@ -268,23 +355,49 @@ class Upstream:
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
+        watchdog = _Watchdog(conn, deadline - time.monotonic())
         try:
             conn.request("GET", path, headers={"User-Agent": USER_AGENT,
                                                "Accept-Encoding": "identity", **headers})
             resp = conn.getresponse()
         except TimeoutError:
+            watchdog.cancel()
             conn.close()
             raise UpstreamTimeout(f"Upstream timed out: {url}") from None
         except (OSError, http.client.HTTPException) as exc:
+            watchdog.cancel()
             conn.close()
+            if watchdog.expired:
+                raise UpstreamTimeout(f"Upstream timed out (no answer in {self.total:.0f} "
+                                      f"s): {url}") from None
             raise UpstreamError(f"Upstream unreachable: {url}: {exc}") from None
-        return _Response(resp.status, resp.headers, url, conn, resp, deadline)
+        return _Response(resp.status, resp.headers, url, conn, resp, watchdog)
 
     def get(self, url: str, headers: Mapping[str, str] | None = None) -> _Response:
-        """GET following at most MAX_REDIRECTS redirects (http/https only)."""
+        """GET following at most MAX_REDIRECTS redirects (http/https only). The response
+        holds one of the client's slots until it is closed."""
+        self._recall(url)
+        if not self._slots.acquire(timeout=0.2):
+            raise UpstreamBusy("Too many requests to the upstream at once; try again shortly")
+        try:
+            resp = self._follow(url, headers or {})
+        except UpstreamError as exc:
+            self._slots.release()
+            if not isinstance(exc, UpstreamBusy):
+                self._remember(url, exc)
+            raise
+        except BaseException:
+            self._slots.release()
+            raise
+        if resp.status >= 500:
+            self._remember(url, UpstreamError(f"Upstream answered {resp.status} for {url}"))
+        resp.release = self._slots.release
+        return resp
+
+    def _follow(self, url: str, headers: Mapping[str, str]) -> _Response:
         deadline = time.monotonic() + self.total
         for _ in range(MAX_REDIRECTS + 1):
-            resp = self._open(url, headers or {}, deadline)
+            resp = self._open(url, headers, deadline)
             if resp.status in (301, 302, 303, 307, 308):
                 location = resp.headers.get("Location", "")
                 resp.close()
@@ -338,12 +451,18 @@ class Upstream:
         try:
             if resp.status != 200:
                 raise UpstreamError(f"Upstream answered {resp.status} for {entry.filename!r}")
+            resp.keep_rate()  # no total deadline for a body: a minimum rate instead
             digest, size = hashlib.sha256(), 0
             limit = entry.size if entry.size is not None else cap
-            for block in resp.iter_body(min(limit, cap)):
-                digest.update(block)
-                size += len(block)
-                out.write(block)
+            try:
+                for block in resp.iter_body(min(limit, cap), self.min_rate,
+                                            max(3 * self.timeout, 5.0)):
+                    digest.update(block)
+                    size += len(block)
+                    out.write(block)
+            except UpstreamError as exc:
+                self._remember(entry.url, exc)
+                raise
         finally:
             resp.close()
         if entry.size is not None and size != entry.size:
@@ -355,10 +474,14 @@ class Upstream:
         return digest.hexdigest(), size
 
     def reachable(self) -> bool:
+        """Whether the upstream answers now (a failure remembered counts as no; raises
+        UpstreamBusy when every slot is taken, which says nothing either way)."""
         try:
             resp = self.get(self.base_url, {"Accept": ACCEPT})
             resp.close()
             return resp.status < 500
+        except UpstreamBusy:
+            raise
         except UpstreamError:
             return False
 
