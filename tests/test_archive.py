@@ -121,3 +121,17 @@ def test_tar_bomb_is_refused_within_cap(tmp_path: Path) -> None:
     assert path.stat().st_size < 1024 * 1024
     with pytest.raises(InvalidArchive, match="unpacks to more than the allowed size"):
         inspect(path)
+
+
+@pytest.mark.parametrize("requires", ["=>3.8", "python3", ">=3.8; rm -rf /"])
+def test_invalid_requires_python_is_refused(tmp_path: Path, requires: str) -> None:
+    """Listings hand Requires-Python to installers: it must be a valid specifier set."""
+    path = write_wheel(tmp_path, "acme", "1.0", requires_python=requires)
+    with pytest.raises(InvalidArchive, match="invalid Requires-Python"):
+        inspect(path)
+
+
+def test_valid_requires_python_is_kept(tmp_path: Path) -> None:
+    path = write_wheel(tmp_path, "acme", "1.0", requires_python=">=3.8, !=3.9.*")
+    assert inspect_dist(path, parse_dist_filename(path.name)).requires_python == \
+        ">=3.8, !=3.9.*"

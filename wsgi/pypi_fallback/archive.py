@@ -12,11 +12,11 @@ import stat
 import tarfile
 import zipfile
 from dataclasses import dataclass
-from email.parser import Parser
-from email.policy import compat32
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from packaging.metadata import parse_email
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -73,18 +73,22 @@ def check_metadata_matches(meta: CoreMetadata, dist: Dist) -> None:
 
 
 def parse_metadata(raw: bytes, where: str) -> CoreMetadata:
-    """Read the few fields a listing needs from core metadata (RFC 822 form)."""
-    msg = Parser(policy=compat32).parsestr(raw.decode("utf-8", "replace"), headersonly=True)
-    name, version = msg.get("Name"), msg.get("Version")
+    """Read the few fields a listing needs from core metadata, with packaging's parser.
+
+    Name and Version must be there; Requires-Python, which listings show to installers,
+    must be a valid specifier set (PEP 440), or the file is refused."""
+    fields, _unparsed = parse_email(raw)
+    name, version = fields.get("name"), fields.get("version")
     if not name or not version:
         raise InvalidArchive(f"{where} has no Name or Version")
-    requires = msg.get("Requires-Python")
-    return CoreMetadata(
-        str(name).strip(),
-        str(version).strip(),
-        str(requires).strip() if requires else None,
-        raw,
-    )
+    requires = fields.get("requires_python")
+    if requires is not None:
+        try:
+            SpecifierSet(requires)
+        except InvalidSpecifier:
+            raise InvalidArchive(f"{where}: invalid Requires-Python {requires!r}") from None
+    return CoreMetadata(name.strip(), version.strip(), requires.strip() if requires else None,
+                        raw)
 
 
 def _check_member_name(name: str, filename: str) -> None:
