@@ -71,15 +71,17 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 15)
 @contextmanager
 def deployed(upstream: FakeUpstream, extra_config: str = "",
              extra_apache: str = "", mode: str = "redirect", upstream_url: str | None = None,
-             rules_env: dict[str, str] | None = None) -> Iterator[Deployment]:
+             rules_env: dict[str, str] | None = None,
+             repos: str | None = None) -> Iterator[Deployment]:
     """A running deployment. ``upstream_url`` goes into the config (default: the fake
-    upstream's); ``rules_env`` is added to the environment regen-rules runs in."""
+    upstream's); ``rules_env`` is added to the environment regen-rules runs in; ``repos``
+    replaces the config's [repos.*] tables."""
     home = Path(tempfile.mkdtemp(prefix="pf-it-", dir="/var/tmp"))
     os.chmod(home, 0o755)
     proc = None
     try:
         config = write_config(home, extra_config, mode=mode, upstream=upstream.simple_url
-                              if upstream_url is None else upstream_url)
+                              if upstream_url is None else upstream_url, repos=repos)
         if os.geteuid() == 0:
             for sub in ("www", "state"):
                 shutil.chown(home / sub, "www-data", "www-data")

@@ -19,6 +19,7 @@ from .storage import UPSTREAM_DIR
 
 TEMPLATE = "pypi-fallback.conf.j2"
 WSGI_SCRIPT = "pypi_fallback.wsgi"
+AUTH_SCRIPT = "pypi_fallback_auth.wsgi"  # mod_wsgi's auth provider for upload tokens
 _SAFE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
 
 
@@ -31,6 +32,11 @@ class Host:
     user: str = "www-data"
     group: str = "www-data"
     in_vhost: bool = False  # included in one <VirtualHost>: no server-wide directives
+
+    @property
+    def auth_script(self) -> Path:
+        """Installed next to the WSGI script."""
+        return self.wsgi_script.with_name(AUTH_SCRIPT)
 
 
 def share_dir() -> Path:
@@ -81,6 +87,9 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
                       ("server.htgroups", settings.htgroups), ("config file", src),
                       ("venv", host.venv), ("WSGI script", host.wsgi_script)]:
         check_path(path, key, src)
+    ldap = settings.ldap
+    if ldap and ldap.bind_password_file:
+        check_path(ldap.bind_password_file, "ldap.bind_password_file", src)
     repos = []
     for name, repo in settings.repos.items():
         chain = settings.chain(name)
@@ -93,6 +102,10 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
             "local_hops": hops,
             "locals": list(chain),
             "upstream": settings.reaches_upstream(name),
+            "readers": list(repo.readers),
+            "read_groups": list(repo.read_groups),
+            "reader_dns": [ldap.groups[g] for g in repo.read_groups] if ldap else [],
+            "writer_dns": [ldap.groups[g] for g in repo.writers] if ldap else [],
         })
     cache = settings.fallback_mode == "cache"
     limit = settings.max_request_bytes
@@ -120,6 +133,9 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
         "user": host.user,
         "group": host.group,
         "in_vhost": host.in_vhost,
+        "state": settings.state,
+        "auth_script": host.auth_script,
+        "ldap": ldap,
     }
 
 
