@@ -19,8 +19,10 @@ from pypi_fallback.tokencmd import TokenRefused, create_token, revoke_token
 from pypi_fallback.tokens import (
     AUTH_GROUP,
     REMOTE_PREFIX,
+    TOKEN_GROUP,
     TokenError,
     check_password,
+    groups_for_user,
     parse_duration,
     parse_store,
     store_path,
@@ -85,6 +87,7 @@ def test_ldap_keys_and_the_drop_in(tmp_path: Path) -> None:
     assert ('AuthLDAPBindPassword "exec:/bin/cat /etc/pypi-fallback/ldap-password"'
             in text)
     assert "Require ldap-group cn=developers,ou=groups,dc=example,dc=org" in text
+    assert "Require wsgi-group pypi-fallback-token" in text
     assert 'SetEnv PYPI_FALLBACK_WRITERS_CHECKED "dev"' in text
     assert "AuthUserFile" not in text
 
@@ -130,6 +133,8 @@ def test_the_apache_provider(tmp_path: Path) -> None:
     made = create_token(settings, "alice", "dev", None, None, "root")
     assert provider(state, "__token__", made.text) == REMOTE_PREFIX + made.token.id
     assert provider(state, "alice", made.text) is None  # not a token: the next provider
+    assert groups_for_user({}, REMOTE_PREFIX + made.token.id) == [TOKEN_GROUP]
+    assert groups_for_user({}, "alice") == [] and groups_for_user({}, "__token__") == []
     assert provider(state, "__token__", made.text + "x") is False
     assert provider(state, "__token__", "alice-pw") is False
     assert check_password({}, "__token__", made.text) is False  # no store named: nothing

@@ -1,4 +1,5 @@
-# mod_wsgi authentication provider for upload tokens (WSGIAuthUserScript in the drop-in).
+# mod_wsgi authentication (and, with LDAP, group) provider for upload tokens
+# (WSGIAuthUserScript, WSGIAuthGroupScript in the drop-in).
 # It runs inside Apache's own processes (never the daemon), so it finds the package in the
 # venv it was installed with: <venv>/share/pypi-fallback/ is where this file lives.
 import os
@@ -9,4 +10,4 @@ _site = os.path.join(_venv, "lib", "python%d.%d" % sys.version_info[:2], "site-p
 if _site not in sys.path:
     sys.path.append(_site)
 
-from pypi_fallback.tokens import check_password  # noqa: E402,F401
+from pypi_fallback.tokens import check_password, groups_for_user  # noqa: E402,F401

@@ -187,3 +187,14 @@ def check_password(environ: dict[str, Any], user: str, password: str) -> bool | 
     except (OSError, ValueError, TypeError):
         return False
     return REMOTE_PREFIX + token.id if token else False
+
+
+TOKEN_GROUP = "pypi-fallback-token"  # Require wsgi-group: a request authenticated by a token
+
+
+def groups_for_user(environ: dict[str, Any], user: str) -> list[str]:
+    """mod_wsgi's group provider (``Require wsgi-group``): a user this provider named is in
+    the one group of tokens (the app then checks the token's scope); nobody else is in
+    any. (``Require expr`` on REMOTE_USER cannot do this: when false it answers "no user
+    yet", and Apache then asks for a password again instead of refusing.)"""
+    return [TOKEN_GROUP] if user.startswith(REMOTE_PREFIX) else []
