@@ -53,9 +53,11 @@ def twine_upload(url: str, user: str | None, password: str | None,
 
 def uv_publish(url: str, user: str, password: str, *files: Path,
                check_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``uv publish``; the user ``__token__`` is given as ``--token``, as the README has it."""
     uv = Path(sys.prefix) / "bin" / "uv"
-    args = [str(uv), "publish", "--publish-url", url, "--username", user, "--password",
-            password, "--trusted-publishing", "never"]
+    who = ["--token", password] if user == "__token__" else ["--username", user,
+                                                             "--password", password]
+    args = [str(uv), "publish", "--publish-url", url, *who, "--trusted-publishing", "never"]
     if check_url:
         args += ["--check-url", check_url]
     return subprocess.run([*args, *map(str, files)], capture_output=True, text=True,

@@ -102,6 +102,12 @@ def test_who_may_read_what(restricted: tuple[Deployment, Path]) -> None:
     # an open repository stays open; the page of repositories is open
     assert raw_get(d.origin, "/pypi/public/open/", JSON)[0] == 200
     assert raw_get(d.origin, "/pypi/")[0] == 200
+    # the documented limit: a name held only by a restricted repo is claimed, so an open
+    # repo answers 404 for it (never upstream), where an unknown name goes upstream
+    status, headers, body = raw_get(d.origin, "/pypi/public/hush/", JSON)
+    assert status == 404 and b"hush-1.0" not in body
+    status, headers, _ = raw_get(d.origin, "/pypi/public/unknown-name/", JSON)
+    assert status == 302 and headers["Location"].startswith(d.upstream.simple_url)
     # a wrong password is not a reader
     assert raw_get(d.origin, "/pypi/dev/beta/", basic("alice", "nope"))[0] == 401
 
