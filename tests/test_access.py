@@ -87,7 +87,7 @@ def test_ldap_keys_and_the_drop_in(tmp_path: Path) -> None:
     assert ('AuthLDAPBindPassword "exec:/bin/cat /etc/pypi-fallback/ldap-password"'
             in text)
     assert "Require ldap-group cn=developers,ou=groups,dc=example,dc=org" in text
-    assert "Require wsgi-group pypi-fallback-token" in text
+    assert "Require wsgi-group pypi-fallback-token:dev" in text
     assert 'SetEnv PYPI_FALLBACK_WRITERS_CHECKED "dev"' in text
     assert "AuthUserFile" not in text
 
@@ -133,13 +133,17 @@ def test_the_apache_provider(tmp_path: Path) -> None:
     made = create_token(settings, "alice", "dev", None, None, "root")
     assert provider(state, "__token__", made.text) == REMOTE_PREFIX + made.token.id
     assert provider(state, "alice", made.text) is None  # not a token: the next provider
-    assert groups_for_user({}, REMOTE_PREFIX + made.token.id) == [TOKEN_GROUP]
-    assert groups_for_user({}, "alice") == [] and groups_for_user({}, "__token__") == []
+    environ = {"mod_wsgi.application_group": f"{AUTH_GROUP}:{state}"}
+    assert groups_for_user(environ, REMOTE_PREFIX + made.token.id) == [f"{TOKEN_GROUP}:dev"]
+    assert groups_for_user({}, REMOTE_PREFIX + made.token.id) == []  # no store named
+    assert groups_for_user(environ, "alice") == []
+    assert groups_for_user(environ, "__token__") == []
     assert provider(state, "__token__", made.text + "x") is False
     assert provider(state, "__token__", "alice-pw") is False
     assert check_password({}, "__token__", made.text) is False  # no store named: nothing
     revoke_token(settings, made.token.id, "root")
     assert provider(state, "__token__", made.text) is False
+    assert groups_for_user(environ, REMOTE_PREFIX + made.token.id) == []
     stored = parse_store(store_path(state).read_bytes())
     assert stored[made.token.id].revoked is not None
     assert made.text.split("_", 2)[2] not in store_path(state).read_text()

@@ -165,6 +165,31 @@ def test_writers_still_upload_to_a_restricted_repo(restricted: tuple[Deployment,
 # -- upload tokens ---------------------------------------------------------------------------
 
 
+def test_a_token_reads_its_own_repository_only(restricted: tuple[Deployment, Path]) -> None:
+    """So that CI can re-run ``uv publish --check-url`` on a restricted repository."""
+    d, dists = restricted
+    made = token(d, "create", "--user", "alice", "--repo", "dev", "--project", "beta")
+    assert made.returncode == 0, made.stderr
+    text = made.stdout.strip()
+    auth = {**JSON, **basic("__token__", text)}
+    assert raw_get(d.origin, "/pypi/dev/beta/", auth)[0] == 200
+    for path in ("/pypi/stable/acme/", "/pypi/secret/hush/"):
+        assert raw_get(d.origin, path, auth)[0] == 403
+    wheel = write_wheel(dists, "beta", "2.0")
+    # uv sends no credentials to --check-url unless the URL has them (or netrc, keyring)
+    check = d.url("dev").replace("http://", f"http://__token__:{text}@")
+    outputs = []
+    for _ in range(2):  # the second run reads dev's listing with the token and skips it
+        done = uv_publish(d.url("dev"), "__token__", text, wheel, check_url=check)
+        assert done.returncode == 0, done.stdout + done.stderr
+        outputs.append(done.stdout + done.stderr)
+    assert "Uploading" in outputs[0] and "Uploading" not in outputs[1], outputs
+    uploads = [e for e in audit_lines(d) if e.get("filename") == wheel.name]
+    assert len(uploads) == 1 and uploads[0]["token"] == text.split("_")[1]
+    assert token(d, "revoke", text.split("_")[1]).returncode == 0
+    assert raw_get(d.origin, "/pypi/dev/beta/", auth)[0] == 401
+
+
 def token(d: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYPI_FALLBACK_CONFIG": str(d.settings.source)}
     return subprocess.run([str(BIN / "token"), *args], capture_output=True, text=True,

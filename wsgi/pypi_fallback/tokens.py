@@ -172,15 +172,12 @@ def _store_for(state: str) -> TokenStore:
 def check_password(environ: dict[str, Any], user: str, password: str) -> bool | str | None:
     """mod_wsgi's Basic auth provider: None for anyone but ``__token__`` (the next provider,
     htpasswd or LDAP, decides), False for a bad, revoked or expired token, else the user
-    name ``__token__:<id>``. The state folder comes from the drop-in, in the name of the
-    interpreter the provider runs in (``application-group=pypi-fallback-auth:<state>``:
-    mod_wsgi gives an auth provider no request variables); without it nothing is
+    name ``__token__:<id>``. Which store: see ``_state_of``; without one, nothing is
     accepted."""
     if user != TOKEN_USER:
         return None
-    group = str(environ.get("mod_wsgi.application_group", ""))
-    kind, _, state = group.partition(":")
-    if kind != AUTH_GROUP or not state.startswith("/"):
+    state = _state_of(environ)
+    if state is None:
         return False
     try:
         token = verify(_store_for(state).tokens(), password, time.time())
@@ -189,12 +186,28 @@ def check_password(environ: dict[str, Any], user: str, password: str) -> bool | 
     return REMOTE_PREFIX + token.id if token else False
 
 
-TOKEN_GROUP = "pypi-fallback-token"  # Require wsgi-group: a request authenticated by a token
+TOKEN_GROUP = "pypi-fallback-token"  # Require wsgi-group pypi-fallback-token:<repo>
+
+
+def _state_of(environ: dict[str, Any]) -> str | None:
+    """The state folder the drop-in named in the provider's interpreter name
+    (``application-group=pypi-fallback-auth:<state>``): mod_wsgi gives an auth provider
+    no request variables."""
+    kind, _, state = str(environ.get("mod_wsgi.application_group", "")).partition(":")
+    return state if kind == AUTH_GROUP and state.startswith("/") else None
 
 
 def groups_for_user(environ: dict[str, Any], user: str) -> list[str]:
-    """mod_wsgi's group provider (``Require wsgi-group``): a user this provider named is in
-    the one group of tokens (the app then checks the token's scope); nobody else is in
-    any. (``Require expr`` on REMOTE_USER cannot do this: when false it answers "no user
-    yet", and Apache then asks for a password again instead of refusing.)"""
-    return [TOKEN_GROUP] if user.startswith(REMOTE_PREFIX) else []
+    """mod_wsgi's group provider (``Require wsgi-group``): a user this provider named
+    (``__token__:<id>``) is in the group ``pypi-fallback-token:<repo>`` of its token's
+    repository while the token is usable; nobody else is in any. (``Require expr`` on
+    REMOTE_USER cannot do this: when false it answers "no user yet", and Apache then asks
+    for a password again instead of refusing.)"""
+    state = _state_of(environ)
+    if not user.startswith(REMOTE_PREFIX) or state is None:
+        return []
+    try:
+        token = _store_for(state).get(user[len(REMOTE_PREFIX):])
+    except (OSError, ValueError, TypeError):
+        return []
+    return [f"{TOKEN_GROUP}:{token.repo}"] if token else []
