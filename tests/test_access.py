@@ -206,3 +206,17 @@ def test_with_ldap_the_app_needs_apaches_word(tmp_path: Path,
     assert resp.status_int == 200  # type: ignore[attr-defined]
     assert (settings.root / "dev" / "acme" / wheel_name("acme", "1.0")).exists()
 
+
+
+def test_a_damaged_store_refuses_every_token(tmp_path: Path, empty_upstream: FakeUpstream
+                                             ) -> None:
+    settings = load_settings(write_config(tmp_path, upstream=empty_upstream.simple_url))
+    made = create_token(settings, "alice", "dev", None, None, "root")
+    store_path(settings.state).write_text('{"tokens": [{"id": 1}]}')
+    assert provider(settings.state, "__token__", made.text) is False
+    app = TestApp(make_app(settings))
+    resp = post(app, "dev", "acme", {"REMOTE_USER": REMOTE_PREFIX + made.token.id})
+    assert resp.status_int == 401  # type: ignore[attr-defined]
+    assert not (settings.root / "dev" / "acme").exists()
+    with pytest.raises(TokenRefused, match="damaged"):
+        create_token(settings, "alice", "dev", None, None, "root")

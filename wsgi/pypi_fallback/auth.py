@@ -91,7 +91,10 @@ def authorize_upload(settings: Settings, groups: GroupFile, tokens: TokenStore,
     repo = settings.repos[repo_name]
     allowed = ", ".join(repo.writers) or "none"
     if user.startswith(REMOTE_PREFIX):
-        token = tokens.get(user[len(REMOTE_PREFIX):])
+        try:
+            token = tokens.get(user[len(REMOTE_PREFIX):])
+        except (ValueError, TypeError):  # a damaged store: no token is usable
+            token = None
         if token is None:
             raise Unauthorized("This token was revoked or has expired")
         if token.repo != repo_name:

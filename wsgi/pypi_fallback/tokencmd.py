@@ -30,10 +30,14 @@ class Created:
 
 
 def _load(settings: Settings) -> dict[str, Token]:
+    path = store_path(settings.state)
     try:
-        return parse_store(store_path(settings.state).read_bytes())
+        return parse_store(path.read_bytes())
     except FileNotFoundError:
         return {}
+    except (ValueError, TypeError) as exc:
+        raise TokenRefused(f"{path}: the token store is damaged ({exc}); every token is "
+                           "refused until it is restored from a backup") from None
 
 
 def _save(settings: Settings, tokens: dict[str, Token]) -> None:
