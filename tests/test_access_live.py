@@ -38,6 +38,14 @@ writers = ["developers"]
 fallback = ["upstream"]
 """
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+# what the tree's sections may say for every answer (the caching-headers work does): a
+# restricted repository's answers must still never be kept by a shared cache
+PUBLIC_CACHING = """
+<Directory "{home}/www">
+    Header set Cache-Control "public, max-age=60"
+    Header always set Cache-Control "public, max-age=60" "expr=%{{REQUEST_STATUS}} == 302"
+</Directory>
+"""
 
 
 def with_user(url: str, user: str) -> str:
@@ -50,7 +58,7 @@ def restricted(empty_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFa
     """dev and stable readable by developers (and their writers), secret by qc only,
     public by anyone; acme 1.0 in stable, beta 1.0 in dev, hush 1.0 in secret."""
     dists = tmp_path_factory.mktemp("dists")
-    with deployed(empty_upstream, repos=READ_REPOS) as d:
+    with deployed(empty_upstream, repos=READ_REPOS, extra_apache=PUBLIC_CACHING) as d:
         for repo, user, name in [("stable", "carol", "acme"), ("dev", "alice", "beta"),
                                  ("secret", "carol", "hush"), ("public", "alice", "open")]:
             wheel = write_wheel(dists, name, "1.0")
@@ -108,6 +116,14 @@ def test_who_may_read_what(restricted: tuple[Deployment, Path]) -> None:
     assert status == 404 and b"hush-1.0" not in body
     status, headers, _ = raw_get(d.origin, "/pypi/public/unknown-name/", JSON)
     assert status == 302 and headers["Location"].startswith(d.upstream.simple_url)
+    # no shared cache may keep a reader's answers; an open repo's stay public
+    for path in ("/pypi/dev/beta/", "/pypi/dev/beta/beta-1.0-py3-none-any.whl",
+                 "/pypi/dev/acme/"):
+        status, headers, _ = raw_get(d.origin, path, {**JSON, **basic("alice",
+                                                                      USERS["alice"])})
+        assert status in (200, 302) and headers["Cache-Control"] == "private, max-age=60"
+    assert raw_get(d.origin, "/pypi/public/open/", JSON)[1]["Cache-Control"] == \
+        "public, max-age=60"
     # a wrong password is not a reader
     assert raw_get(d.origin, "/pypi/dev/beta/", basic("alice", "nope"))[0] == 401
 
