@@ -72,17 +72,18 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 15)
 def deployed(upstream: FakeUpstream, extra_config: str = "",
              extra_apache: str = "", mode: str = "redirect", upstream_url: str | None = None,
              rules_env: dict[str, str] | None = None,
-             server_config: str = "") -> Iterator[Deployment]:
+             server_config: str = "", repos: str | None = None) -> Iterator[Deployment]:
     """A running deployment. ``upstream_url`` goes into the config (default: the fake
     upstream's); ``rules_env`` is added to the environment regen-rules runs in;
-    ``server_config`` adds lines to the config's [server] table."""
+    ``server_config`` adds lines to the config's [server] table; ``repos`` replaces the
+    config's [repos.*] tables."""
     home = Path(tempfile.mkdtemp(prefix="pf-it-", dir="/var/tmp"))
     os.chmod(home, 0o755)
     proc = None
     try:
         config = write_config(home, extra_config, mode=mode, server=server_config,
                               upstream=upstream.simple_url if upstream_url is None
-                              else upstream_url)
+                              else upstream_url, repos=repos)
         if os.geteuid() == 0:
             for sub in ("www", "state"):
                 shutil.chown(home / sub, "www-data", "www-data")

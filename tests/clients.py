@@ -51,6 +51,24 @@ def twine_upload(url: str, user: str | None, password: str | None,
                           env=clean_env(), timeout=180)
 
 
+def uv_publish(url: str, user: str, password: str, *files: Path,
+               check_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``uv publish``; the user ``__token__`` is given as ``--token``, as the README has it."""
+    uv = Path(sys.prefix) / "bin" / "uv"
+    who = ["--token", password] if user == "__token__" else ["--username", user,
+                                                             "--password", password]
+    args = [str(uv), "publish", "--publish-url", url, *who, "--trusted-publishing", "never"]
+    if check_url:
+        args += ["--check-url", check_url]
+    return subprocess.run([*args, *map(str, files)], capture_output=True, text=True,
+                          env=clean_env(), timeout=180)
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    """The Authorization header of a Basic-auth request."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
 def raw_get(url: str, path: str | None = None, headers: dict[str, str] | None = None,
             method: str = "GET") -> tuple[int, http.client.HTTPMessage, bytes]:
     """One request exactly as given (no client-side normalization of the path)."""

@@ -237,3 +237,15 @@ def drive_clients(up: FakeUpstream, base: str, tmp_path: Path) -> None:
     again = pip_install(f"{base}/dev/", tmp_path / "t4", "acme-deploy==2.0",
                         "acme-released==2.0")
     assert again.returncode == 0, again.stdout + again.stderr + error_log()
+
+    # an upload token, as the README's "Upload tokens for CI" creates and uses it: the
+    # system Apache runs the token provider in its own processes
+    made = command("token", "create", "--user", "alice", "--repo", "dev", "--expires", "1d")
+    assert made.returncode == 0, made.stderr
+    ci = twine_upload(f"{base}/dev/", "__token__", made.stdout.strip(),
+                      write_wheel(dist, "acme-deploy", "3.0"))
+    assert ci.returncode == 0, ci.stdout + ci.stderr + error_log()
+    assert command("token", "revoke", made.stdout.split("_")[1]).returncode == 0
+    late = twine_upload(f"{base}/dev/", "__token__", made.stdout.strip(),
+                        write_wheel(dist, "acme-deploy", "3.1"))
+    assert late.returncode != 0 and "401" in late.stdout + late.stderr

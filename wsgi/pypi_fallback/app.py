@@ -23,7 +23,7 @@ from webob import Request, Response
 from webob.static import FileIter
 
 from . import mirror
-from .auth import GroupFile
+from .auth import GroupFile, authorize_upload
 from .config import IMMUTABLE, Settings, load_settings
 from .errors import (
     BadRequest,
@@ -49,6 +49,7 @@ from .names import parse_normalized_name
 from .pages import PageRefresher
 from .regen import refresh_roots, regenerate, render_upstream_page
 from .storage import UPSTREAM_DIR, Tree, Writer, describe_os_error, locked
+from .tokens import TokenStore, store_path
 from .upload import check_form, check_form_body, is_new_name, receive_upload
 from .upstream import Upstream, UpstreamBusy, UpstreamError, UpstreamTimeout
 
@@ -171,6 +172,7 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.groups = GroupFile(settings.htgroups)
+        self.tokens = TokenStore(store_path(settings.state))
         self.roots = RootRefresher(settings)
         self.pages = PageRefresher(settings)
         self._upstream: Upstream | None = None
@@ -239,14 +241,8 @@ class App:
         return self.upload(request, repo_name)
 
     def upload(self, request: Request, repo_name: str) -> Response:
-        user = request.environ.get("REMOTE_USER")
-        if not user:
-            raise Unauthorized("Authentication required to upload")
-        repo = self.settings.repos[repo_name]
-        if not self.groups.is_member(user, repo.writers):
-            allowed = ", ".join(repo.writers) or "none"
-            raise Forbidden(f"User {user!r} may not upload to {repo_name!r}: only members of "
-                            f"the groups {allowed} may")
+        uploader = authorize_upload(self.settings, self.groups, self.tokens, request.environ,
+                                    repo_name)
         if request.content_length is None:
             raise BadRequest("Content-Length required")
         if request.content_length > self.settings.max_request_bytes:
@@ -262,11 +258,13 @@ class App:
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
         upload = check_form(fields, filename)
         project = upload.dist.project
+        uploader.check_project(project, repo_name)
         decision = mirror.NameDecision(None)
         if is_new_name(self.settings, project):
             decision = mirror.decide_new_name(self.settings, self.upstream, project)
-        outcome = receive_upload(self.settings, repo_name, upload, content.file, user,
-                                 request.remote_addr, decision.claim, decision.upstream)
+        outcome = receive_upload(self.settings, repo_name, upload, content.file, uploader.user,
+                                 request.remote_addr, decision.claim, decision.upstream,
+                                 token=uploader.token)
         if outcome.status == "created" and decision.listing is not None:
             # the first file of an overlay: its page now merges the upstream's files
             mirror.store_listing(Tree.of(self.settings), decision.listing)

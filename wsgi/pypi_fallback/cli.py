@@ -424,3 +424,54 @@ def audit_main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
     return _qc_command("audit", "Read the audit log.", add, run, argv)
+
+
+# -- upload tokens for CI (issue 16) -----------------------------------------------------------
+
+
+def token_main(argv: Sequence[str] | None = None) -> int:
+    import time
+
+    from .tokencmd import create_token, describe, list_tokens, revoke_token
+    from .tokens import TOKEN_USER, TokenError, parse_duration
+
+    parser = _parser("token", "Upload tokens for CI: twine and uv publish use them with the "
+                              f"user name {TOKEN_USER}.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    create = sub.add_parser("create", help="make a token and print it (once)")
+    create.add_argument("--user", required=True, help="the token's owner (audited as such)")
+    create.add_argument("--repo", required=True, help="the only repository it uploads to")
+    create.add_argument("--project", help="the only project it uploads (default: any)")
+    create.add_argument("--expires", metavar="DURATION",
+                        help="lifetime: 30d, 12h, 15m or 90s (default: never)")
+    sub.add_parser("list", help="every token: id, state, owner, scope, expiry")
+    revoke = sub.add_parser("revoke", help="revoke a token (effective on the next request)")
+    revoke.add_argument("token_id", metavar="ID")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        settings = load_settings(args.config)
+        operator = operator_name()
+        try:
+            lifetime = parse_duration(args.expires) if getattr(args, "expires", None) else None
+        except TokenError as exc:
+            print(f"token: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        with as_state_owner(settings):
+            if args.action == "create":
+                made = create_token(settings, args.user, args.repo, args.project, lifetime,
+                                    operator)
+                print(f"token {made.token.id} for {made.token.owner}: "
+                      f"{made.token.repo}/{made.token.project or '*'}; it is shown only now:",
+                      file=sys.stderr)
+                print(made.text)
+            elif args.action == "list":
+                now = time.time()
+                for token in list_tokens(settings):
+                    print(describe(token, now))
+            else:
+                token = revoke_token(settings, args.token_id, operator)
+                print(f"token {token.id} revoked", file=sys.stderr)
+        return EXIT_OK
+
+    return _run("token", body)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,17 @@ class Repo:
     name: str
     writers: tuple[str, ...]
     fallback: tuple[str, ...]
+    readers: tuple[str, ...] = ()  # empty: anyone may read
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.readers)
+
+    @property
+    def read_groups(self) -> tuple[str, ...]:
+        """Who may read a restricted repo: its readers, and its writers (an uploader may
+        look at what is there, e.g. ``uv publish --check-url``)."""
+        return tuple(dict.fromkeys(self.readers + self.writers))
 
     @property
     def local_chain(self) -> tuple[str, ...]:
@@ -41,6 +53,17 @@ class Repo:
     @property
     def falls_back_upstream(self) -> bool:
         return UPSTREAM in self.fallback
+
+
+@dataclass(frozen=True)
+class Ldap:
+    """People authenticate against a directory (mod_authnz_ldap) instead of htpasswd;
+    ``groups`` maps the group names used in ``writers``/``readers`` to group DNs."""
+
+    url: str
+    bind_dn: str = ""
+    bind_password_file: Path | None = None
+    groups: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,6 +84,7 @@ class Settings:
     private: tuple[str, ...] = ()
     overlay: tuple[str, ...] = ()
     pages: bool = True  # the pages for people under <prefix>/+pages/ and at <prefix>/
+    ldap: Ldap | None = None
 
     @property
     def max_upload_bytes(self) -> int:
@@ -140,10 +164,18 @@ _SECTIONS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
 _PATTERN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-*?")
 _TYPE_WORDS: dict[type | tuple[type, ...], str] = {
     str: "a string", int: "an integer", list: "a list of strings", bool: "true or false",
+    dict: "a table",
 }
 _REPO_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "writers": (list, []),
     "fallback": (list, []),
+    "readers": (list, []),
+}
+_LDAP_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
+    "url": (str, ...),
+    "bind_dn": (str, ""),
+    "bind_password_file": (str, ""),
+    "groups": (dict, {}),
 }
 
 
@@ -214,8 +246,8 @@ def parse_settings(data: Mapping[str, Any], source: Path, *, check_paths: bool =
     """Settings from parsed TOML; ``check_paths=False`` skips the folders-exist check
     (for rendering the example config)."""
     for section in data:
-        if section not in _SECTIONS and section != "repos":
-            known = ", ".join([*_SECTIONS, "repos"])
+        if section not in _SECTIONS and section not in ("repos", "ldap"):
+            known = ", ".join([*_SECTIONS, "repos", "ldap"])
             raise ConfigError(f"{source}: unknown section [{section}] (known: {known})")
     server = _get(source, data.get("server", {}), "server", _SECTIONS["server"])
     upstream = _get(source, data.get("upstream", {}), "upstream", _SECTIONS["upstream"])
@@ -254,6 +286,15 @@ def parse_settings(data: Mapping[str, Any], source: Path, *, check_paths: bool =
                     "(lowercase letters, digits, '-', and the wildcards '*' and '?')"
                 )
     repos = _parse_repos(source, data.get("repos", {}))
+    restricted = [r.name for r in repos.values() if r.restricted]
+    if server["pages"] and restricted:
+        # the pages (landing page, search index, project pages) are one static set for
+        # everyone: they would show the projects of a repository not everyone may read
+        raise ConfigError(
+            f"{source}: server.pages must be false while a repository has readers "
+            f"({', '.join(f'repos.{r}.readers' for r in restricted)}): the pages for people "
+            "are shown to anyone and would list its projects")
+    ldap = _parse_ldap(source, data["ldap"], repos) if "ldap" in data else None
     return Settings(
         source=source,
         root=root,
@@ -271,6 +312,7 @@ def parse_settings(data: Mapping[str, Any], source: Path, *, check_paths: bool =
         private=tuple(policy["private"]),
         overlay=tuple(policy["overlay"]),
         pages=server["pages"],
+        ldap=ldap,
     )
 
 
@@ -286,7 +328,12 @@ def _parse_repos(source: Path, table: Any) -> dict[str, Repo]:
                 f" and not {UPSTREAM!r}"
             )
         values = _get(source, body, key, _REPO_KEYS)
-        repos[name] = Repo(name, tuple(values["writers"]), tuple(values["fallback"]))
+        for group in values["writers"] + values["readers"]:
+            if not _GROUP.match(group):
+                raise ConfigError(f"{source}: {key}: {group!r} is not a group name (letters, "
+                                  "digits, '.', '_' and '-')")
+        repos[name] = Repo(name, tuple(values["writers"]), tuple(values["fallback"]),
+                           tuple(values["readers"]))
     for repo in repos.values():
         for target in repo.fallback:
             if target != UPSTREAM and target not in repos:
@@ -295,7 +342,79 @@ def _parse_repos(source: Path, table: Any) -> dict[str, Repo]:
                 )
     for repo in repos.values():
         _check_cycle(source, repos, repo.name)
+    for repo in repos.values():
+        _check_readers(source, repos, repo)
     return repos
+
+
+def _check_readers(source: Path, repos: Mapping[str, Repo], repo: Repo) -> None:
+    """A repo's pages merge the files of every repo down its chain, and a project it lacks
+    is redirected there: so whoever may read ``repo`` must be allowed to read each of
+    them, or their files and project names would leak through ``repo``'s pages and
+    redirects. Checked on group names: every group that may read ``repo`` may read each."""
+    seen: set[str] = set()
+    todo = list(repo.local_chain)
+    while todo:
+        target = repos[todo.pop(0)]
+        if target.name in seen:
+            continue
+        seen.add(target.name)
+        todo.extend(target.local_chain)
+        if not target.restricted:
+            continue
+        allowed = set(target.read_groups)
+        if not repo.restricted:
+            who = "anyone"
+        else:
+            extra = [g for g in repo.read_groups if g not in allowed]
+            if not extra:
+                continue
+            who = "the groups " + ", ".join(extra)
+        raise ConfigError(
+            f"{source}: repos.{repo.name}: {who} may read {repo.name!r}, whose pages show the "
+            f"files and project names of {target.name!r} (down its fallback chain), but only "
+            f"the groups {', '.join(target.read_groups)} may read {target.name!r}: give "
+            f"repos.{repo.name}.readers groups that may read {target.name!r}, or take "
+            f"{target.name!r} out of repos.{repo.name}.fallback"
+        )
+
+
+_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# what may go into the drop-in between double quotes (an LDAP URL or DN)
+_LDAP_SAFE = re.compile(r"^[A-Za-z0-9 =,.:/?()*&|!_@+-]+$")
+
+
+def _parse_ldap(source: Path, table: Any, repos: Mapping[str, Repo]) -> Ldap:
+    values = _get(source, table, "ldap", _LDAP_KEYS)
+    url = values["url"]
+    if not url.startswith(("ldap://", "ldaps://")) or not _LDAP_SAFE.match(url):
+        raise ConfigError(f"{source}: ldap.url must be an ldap:// or ldaps:// URL like "
+                          "'ldap://host/ou=people,dc=example,dc=org?uid', not {url!r}")
+    if values["bind_dn"] and not _LDAP_SAFE.match(values["bind_dn"]):
+        raise ConfigError(f"{source}: ldap.bind_dn {values['bind_dn']!r} is not a plain DN")
+    password_file = None
+    if values["bind_password_file"]:
+        password_file = Path(values["bind_password_file"])
+        if not password_file.is_absolute():
+            raise ConfigError(f"{source}: ldap.bind_password_file must be an absolute path")
+    if bool(values["bind_dn"]) != bool(password_file):
+        raise ConfigError(f"{source}: ldap.bind_dn and ldap.bind_password_file go together "
+                          "(neither: Apache searches the directory anonymously)")
+    groups: dict[str, str] = {}
+    for group, dn in values["groups"].items():
+        if not isinstance(dn, str) or not _LDAP_SAFE.match(dn):
+            raise ConfigError(f"{source}: ldap.groups.{group} must be a group's DN, like "
+                              "'cn=developers,ou=groups,dc=example,dc=org'")
+        groups[group] = dn
+    for repo in repos.values():
+        for key, names in (("writers", repo.writers), ("readers", repo.readers)):
+            for group in names:
+                if group not in groups:
+                    raise ConfigError(
+                        f"{source}: repos.{repo.name}.{key} names group {group!r}, which "
+                        f"ldap.groups does not map to a directory group (add "
+                        f"{group} = \"cn=...\" under [ldap.groups])")
+    return Ldap(url, values["bind_dn"], password_file, groups)
 
 
 def _check_cycle(source: Path, repos: Mapping[str, Repo], start: str) -> None:

@@ -25,6 +25,7 @@ REPLICA_MODULES = ("proxy", "proxy_http", "cache", "cache_disk")
 # Debian's mod_cache_disk folder, which its apache-htcacheclean service keeps in check.
 DEFAULT_CACHE_ROOT = Path("/var/cache/apache2/mod_cache_disk")
 WSGI_SCRIPT = "pypi_fallback.wsgi"
+AUTH_SCRIPT = "pypi_fallback_auth.wsgi"  # mod_wsgi's auth provider for upload tokens
 _SAFE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
 
 
@@ -37,6 +38,11 @@ class Host:
     user: str = "www-data"
     group: str = "www-data"
     in_vhost: bool = False  # included in one <VirtualHost>: no server-wide directives
+
+    @property
+    def auth_script(self) -> Path:
+        """Installed next to the WSGI script."""
+        return self.wsgi_script.with_name(AUTH_SCRIPT)
 
 
 def share_dir() -> Path:
@@ -87,6 +93,9 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
                       ("server.htgroups", settings.htgroups), ("config file", src),
                       ("venv", host.venv), ("WSGI script", host.wsgi_script)]:
         check_path(path, key, src)
+    ldap = settings.ldap
+    if ldap and ldap.bind_password_file:
+        check_path(ldap.bind_password_file, "ldap.bind_password_file", src)
     repos = []
     for name, repo in settings.repos.items():
         chain = settings.chain(name)
@@ -99,6 +108,10 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
             "local_hops": hops,
             "locals": list(chain),
             "upstream": settings.reaches_upstream(name),
+            "readers": list(repo.readers),
+            "read_groups": list(repo.read_groups),
+            "reader_dns": [ldap.groups[g] for g in repo.read_groups] if ldap else [],
+            "writer_dns": [ldap.groups[g] for g in repo.writers] if ldap else [],
         })
     cache = settings.fallback_mode == "cache"
     limit = settings.max_request_bytes
@@ -132,6 +145,9 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
         "group": host.group,
         "in_vhost": host.in_vhost,
         "pages": settings.pages,
+        "state": settings.state,
+        "auth_script": host.auth_script,
+        "ldap": ldap,
     }
 
 

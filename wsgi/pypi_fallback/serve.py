@@ -21,7 +21,8 @@ APACHE = "/usr/sbin/apache2"
 MODULES_DIR = "/usr/lib/apache2/modules"
 MODULES = ("mpm_event", "authz_core", "authz_host", "authz_user", "authz_groupfile",
            "authn_core", "authn_file", "auth_basic", "alias", "rewrite", "headers", "mime",
-           "negotiation", "dir", "env", "setenvif", "reqtimeout", "wsgi")
+           "negotiation", "dir", "env", "setenvif", "reqtimeout", "wsgi", "ldap",
+           "authnz_ldap")
 DEMO_USERS = {"alice": "developers", "carol": "qc"}
 
 DEFAULT_CONFIG = """\

@@ -179,10 +179,10 @@ def is_new_name(settings: Settings, project: NormalizedName) -> bool:
 
 def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[bytes],
                    user: str, client: str | None, claim: str | None = None,
-                   upstream: str | None = None) -> Outcome:
+                   upstream: str | None = None, token: str | None = None) -> Outcome:
     """Validate and publish one uploaded file. ``claim``: the reason to claim the name
     when this upload brings it here, ``upstream``: the index asked about it (see
-    ``mirror.decide_new_name``)."""
+    ``mirror.decide_new_name``); ``token``: the id of the upload token used, if any."""
     tree = Tree.of(settings)
     dist = upload.dist
     folder = tree.project_dir(repo, dist.project)
@@ -203,6 +203,8 @@ def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[by
         }
         if upstream:
             entry["upstream"] = upstream
+        if token:
+            entry["token"] = token
         with locked(tree, dist.project):
             status, roots = _publish(settings, tree, repo, dist, tmp, sha256, meta.raw,
                                      meta.requires_python, entry, claim)

@@ -1,0 +1,110 @@
+"""LDAP through Apache's own mod_authnz_ldap, against a real OpenLDAP (issue 16): the
+directory's users and groups decide who uploads and who reads; the app learns only what
+Apache let through."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from apache_server import BIN, USERS, Deployment, deployed
+from clients import basic, pip_install, raw_get, twine_upload, uv_publish
+from distfactory import write_sdist, write_wheel
+from fake_upstream import FakeUpstream
+from ldap_server import BIND_PASSWORD, PEOPLE, Directory, running_directory
+
+pytestmark = pytest.mark.apache
+
+REPOS = """\
+[repos.dev]
+writers = ["developers", "qc"]
+readers = ["developers"]
+fallback = ["stable", "upstream"]
+
+[repos.stable]
+writers = ["qc"]
+readers = ["developers"]
+fallback = ["upstream"]
+"""
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+
+def password(user: str) -> str:
+    return PEOPLE[user][0]
+
+
+@pytest.fixture(scope="module")
+def ldap_deployment(empty_upstream: FakeUpstream) -> Iterator[tuple[Deployment, Directory]]:
+    with running_directory() as directory:
+        secret = directory.home / "bind-password"
+        secret.write_text(BIND_PASSWORD + "\n")
+        secret.chmod(0o600)
+        with deployed(empty_upstream, directory.config(secret), repos=REPOS,
+                      server_config="pages = false") as d:
+            yield d, directory
+
+
+def test_directory_users_upload_where_their_groups_may(
+        ldap_deployment: tuple[Deployment, Directory], tmp_path: Path) -> None:
+    d, _ = ldap_deployment
+    wheel = write_wheel(tmp_path, "acme", "1.0")
+    done = twine_upload(d.url("dev"), "alice", password("alice"), wheel)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (d.settings.root / "dev" / "acme" / wheel.name).exists()
+    line = (d.settings.state / "audit.jsonl").read_text().splitlines()[-1]
+    assert '"user": "alice"' in line
+    # developers may not upload to stable; the qc group may
+    other = write_wheel(tmp_path, "acme", "1.1")
+    done = twine_upload(d.url("stable"), "alice", password("alice"), other)
+    assert done.returncode != 0 and "403" in done.stdout + done.stderr
+    assert not (d.settings.root / "stable" / "acme").exists()
+    done = twine_upload(d.url("stable"), "carol", password("carol"), other)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # in the directory but in no group; a wrong password; the htpasswd password is not used
+    assert "403" in twine_upload(d.url("dev"), "dave", password("dave"), other).stdout
+    for user, pw in [("bob", "nope"), ("bob", USERS["bob"])]:
+        done = twine_upload(d.url("dev"), user, pw, write_wheel(tmp_path, "beta", "1.0"))
+        assert done.returncode != 0 and "401" in done.stdout + done.stderr
+    assert not (d.settings.root / "dev" / "beta").exists()
+
+
+def test_directory_groups_decide_who_reads(ldap_deployment: tuple[Deployment, Directory],
+                                           tmp_path: Path) -> None:
+    d, _ = ldap_deployment
+    wheel = write_wheel(tmp_path, "gamma", "1.0")
+    assert twine_upload(d.url("stable"), "carol", password("carol"), wheel).returncode == 0
+    assert raw_get(d.origin, "/pypi/dev/gamma/", JSON)[0] == 401
+    assert raw_get(d.origin, "/pypi/dev/gamma/", {**JSON, **basic("dave", password("dave"))}
+                   )[0] == 403
+    status, headers, _ = raw_get(d.origin, "/pypi/dev/gamma/",
+                                 {**JSON, **basic("bob", password("bob"))})
+    assert status == 302 and headers["Location"].endswith("/pypi/stable/gamma/")
+    assert raw_get(d.origin, "/pypi/stable/gamma/",
+                   {**JSON, **basic("carol", password("carol"))})[0] == 200
+    index = d.url("dev").replace("http://", f"http://bob:{password('bob')}@")
+    done = pip_install(index, tmp_path / "site", "gamma")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "site" / "gamma").is_dir()
+    assert pip_install(d.url("dev"), tmp_path / "anon", "gamma").returncode != 0
+
+
+def test_tokens_with_a_directory(ldap_deployment: tuple[Deployment, Directory],
+                                 tmp_path: Path) -> None:
+    d, _ = ldap_deployment
+    env = {**os.environ, "PYPI_FALLBACK_CONFIG": str(d.settings.source)}
+    made = subprocess.run([str(BIN / "token"), "create", "--user", "bob", "--repo", "dev",
+                           "--project", "delta"], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert made.returncode == 0, made.stderr
+    sdist = write_sdist(tmp_path, "delta", "1.0")
+    done = uv_publish(d.url("dev"), "__token__", made.stdout.strip(), sdist)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (d.settings.root / "dev" / "delta" / sdist.name).exists()
+    line = (d.settings.state / "audit.jsonl").read_text().splitlines()[-1]
+    assert '"user": "bob"' in line and '"token": "' in line
+    done = twine_upload(d.url("stable"), "__token__", made.stdout.strip(),
+                        write_wheel(tmp_path, "delta", "1.1"))
+    assert done.returncode != 0 and "403" in done.stdout + done.stderr
