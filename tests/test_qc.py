@@ -18,7 +18,7 @@ from fake_upstream import FakeUpstream, running_upstream
 from pypi_fallback.app import make_app
 from pypi_fallback.config import Settings, load_settings
 from pypi_fallback.errors import BadRequest, FileExists, Forbidden, NotFound
-from pypi_fallback.qc import parse_requirements, pin, promote, remove, verify
+from pypi_fallback.qc import parse_pylock, parse_requirements, pin, promote, remove, verify
 from test_upload import post
 from webtest import TestApp
 
@@ -77,7 +77,10 @@ def test_promote_copies_release_and_is_idempotent(app: TestApp, settings: Settin
     [("acme==2.0", NotFound, "No files of acme==2.0 in dev"),
      ("nothing==1.0", NotFound, "No files of nothing==1.0"),
      ("acme", BadRequest, "expected PROJECT==VERSION"),
-     ("acme==x y", BadRequest, "not a valid version")],
+     ("acme==x y", BadRequest, "expected PROJECT==VERSION"),
+     ("acme[extra]==1.0", BadRequest, "expected PROJECT==VERSION"),
+     ("acme==1.*", BadRequest, "expected PROJECT==VERSION"),
+     ("acme x==1.0", BadRequest, "expected PROJECT==VERSION")],
 )
 def test_promote_bad_input(app: TestApp, settings: Settings, spec: str,
                            error: type[Exception], message: str) -> None:
@@ -201,7 +204,7 @@ def test_pin_copies_exact_files_and_survives_the_upstream(settings: Settings, tm
 
 @pytest.mark.parametrize(
     ("line", "message"),
-    [("six", "is not pinned as NAME==VERSION"),
+    [("six", "is not pinned"),
      ("six>=1.0 --hash=sha256:" + "0" * 64, "is not pinned"),
      ("six==1.16.0", "has no --hash=sha256"),
      ("six==1.16.0 --hash=md5:abc", "only --hash=sha256"),
@@ -230,12 +233,15 @@ def test_pin_hash_mismatch_and_unknown(settings: Settings, tmp_path: Path,
 def test_pylock(settings: Settings, tmp_path: Path, upstream: FakeUpstream) -> None:
     lock = tmp_path / "pylock.toml"
     wheel, digest = wheel_name("six", "1.16.0"), sha(upstream, "six", "1.16.0")
+    url = f"{upstream.base}/files/{wheel}"
     lock.write_text(f"""lock-version = "1.0"
 created-by = "test"
 [[packages]]
 name = "six"
 version = "1.16.0"
-wheels = [{{ name = "{wheel}", hashes = {{ sha256 = "{digest}" }} }}]
+wheels = [
+  {{ name = "{wheel}", url = "{url}", hashes = {{ sha256 = "{digest}" }} }},
+]
 """)
     result = cli("pin", "-r", str(lock), settings=settings)
     assert result.returncode == 0, result.stderr
@@ -253,3 +259,12 @@ def test_audit_filters(app: TestApp, settings: Settings) -> None:
     assert cli("audit", "--since", "2999-01-01", settings=settings).stdout == ""
     table = cli("audit", settings=settings).stdout
     assert "alice" in table and "upload" in table
+
+
+def test_pylock_is_validated_by_packaging(tmp_path: Path) -> None:
+    lock = tmp_path / "pylock.toml"
+    lock.write_text('lock-version = "1.0"\ncreated-by = "t"\n[[packages]]\nname = "six"\n'
+                    'version = "1.16.0"\nwheels = [{ name = "six-1.16.0-py3-none-any.whl", '
+                    'hashes = { sha256 = "' + "0" * 64 + '" } }]\n')  # no url nor path
+    with pytest.raises(BadRequest, match="not a valid pylock.toml"):
+        parse_pylock(lock)

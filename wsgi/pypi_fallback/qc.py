@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from . import mirror
@@ -45,15 +46,25 @@ class VerifyFailed(PyPIFallbackError):
     pass
 
 
-def parse_spec(spec: str) -> tuple[NormalizedName, Version]:
-    """``PROJECT==VERSION`` as typed by a person."""
-    name, sep, version = spec.partition("==")
-    if not sep or not name.strip() or not version.strip():
-        raise BadRequest(f"{spec!r}: expected PROJECT==VERSION")
+def parse_spec(spec: str, where: str | None = None) -> tuple[NormalizedName, Version]:
+    """``PROJECT==VERSION`` (a person's argument, a requirements line, a lock entry), parsed
+    by packaging as a PEP 508 requirement that pins exactly one version: no extras, no
+    marker, no URL, no wildcard."""
+    where = where or repr(spec)
     try:
-        return parse_project_name(name.strip(), f"name in {spec!r}"), Version(version.strip())
+        req = Requirement(spec.strip())
+    except InvalidRequirement as exc:
+        raise BadRequest(f"{where}: {spec!r} is not pinned: expected PROJECT==VERSION ({exc})"
+                         ) from None
+    pins = list(req.specifier)
+    if req.url or req.extras or req.marker or len(pins) != 1 or pins[0].operator != "==" \
+            or pins[0].version.endswith(".*"):
+        raise BadRequest(f"{where}: {spec!r} is not pinned: expected PROJECT==VERSION")
+    try:
+        version = Version(pins[0].version)
     except InvalidVersion:
-        raise BadRequest(f"{spec!r}: {version.strip()!r} is not a valid version") from None
+        raise BadRequest(f"{where}: {pins[0].version!r} is not a valid version") from None
+    return parse_project_name(req.name, f"name in {spec!r}"), version
 
 
 def _release_files(record: dict[str, Any], version: Version) -> list[str]:
@@ -331,8 +342,7 @@ def parse_requirements(path: Path) -> list[Pin]:
             raise BadRequest(f"{where}: options are not supported here: {line.split()[0]}")
         words = line.split()
         spec, options = words[0], words[1:]
-        if ";" in spec or "@" in spec or "[" in spec or "==" not in spec:
-            raise BadRequest(f"{where}: {spec!r} is not pinned as NAME==VERSION")
+        project, version = parse_spec(spec, where)
         hashes = set()
         for opt in options:
             key, _, value = opt.partition("=")
@@ -342,26 +352,32 @@ def parse_requirements(path: Path) -> list[Pin]:
             hashes.add(digest.lower())
         if not hashes:
             raise BadRequest(f"{where}: {spec!r} has no --hash=sha256:…")
-        project, version = parse_spec(spec)
         pins.append(Pin(project, version, frozenset(hashes), where))
     return pins
 
 
 def parse_pylock(path: Path) -> list[Pin]:
-    """PEP 751 ``pylock.toml``: every package with a version and sha256 hashes."""
+    """PEP 751 ``pylock.toml``, validated by packaging: every package with a version and
+    sha256 hashes."""
     import tomllib
 
-    data = tomllib.loads(path.read_text())
+    from packaging.pylock import PackageSdist, PackageWheel, Pylock, PylockValidationError
+
+    try:
+        lock = Pylock.from_dict(tomllib.loads(path.read_text()))
+    except (tomllib.TOMLDecodeError, PylockValidationError) as exc:
+        raise BadRequest(f"{path.name}: not a valid pylock.toml: {exc}") from None
     pins = []
-    for n, pkg in enumerate(data.get("packages", []), 1):
+    for n, pkg in enumerate(lock.packages, 1):
         where = f"{path.name}: packages[{n}]"
-        if "name" not in pkg or "version" not in pkg:
-            raise BadRequest(f"{where}: needs name and version")
-        files = [*pkg.get("wheels", []), *([pkg["sdist"]] if "sdist" in pkg else [])]
-        hashes = {f.get("hashes", {}).get("sha256", "").lower() for f in files} - {""}
+        if pkg.version is None:
+            raise BadRequest(f"{where}: {pkg.name} has no version")
+        files: list[PackageWheel | PackageSdist] = [*(pkg.wheels or ()),
+                                                     *([pkg.sdist] if pkg.sdist else [])]
+        hashes = {f.hashes.get("sha256", "").lower() for f in files} - {""}
         if not hashes:
-            raise BadRequest(f"{where}: {pkg['name']} has no sha256 hashes")
-        project, version = parse_spec(f"{pkg['name']}=={pkg['version']}")
+            raise BadRequest(f"{where}: {pkg.name} has no sha256 hashes")
+        project, version = parse_spec(f"{pkg.name}=={pkg.version}", where)
         pins.append(Pin(project, version, frozenset(hashes), where))
     return pins
 
