@@ -6,6 +6,7 @@ children run as www-data and cannot read pytest's 0700 temporary folders).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -49,6 +50,31 @@ class Deployment:
             return ""
 
 
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+@functools.cache
+def venv_runs_the_checkout() -> None:
+    """Apache runs the copy of the code installed in the venv: make sure it is this
+    checkout's (``scripts/test`` installs it first), so that a test never passes or fails
+    on code other than the one under test."""
+    import pypi_fallback
+
+    installed = Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" \
+        / "site-packages" / "pypi_fallback"
+    pairs = [(path, installed / path.relative_to(CHECKOUT / "wsgi" / "pypi_fallback"))
+             for path in (CHECKOUT / "wsgi" / "pypi_fallback").rglob("*")
+             if path.is_file() and "__pycache__" not in path.parts]
+    share = Path(sys.prefix) / "share" / "pypi-fallback"
+    pairs += [(path, share / path.name) for path in (CHECKOUT / "apache").glob("*.j2")]
+    assert pypi_fallback.__file__  # imported from the checkout (conftest), compared below
+    for source, copy in pairs:
+        if not copy.is_file() or copy.read_bytes() != source.read_bytes():
+            raise RuntimeError(f"{copy} is not this checkout's {source.relative_to(CHECKOUT)}: "
+                               "run the tests with scripts/test, which installs the checkout "
+                               "into the venv Apache runs")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -77,6 +103,7 @@ def deployed(upstream: FakeUpstream, extra_config: str = "",
     upstream's); ``rules_env`` is added to the environment regen-rules runs in;
     ``server_config`` adds lines to the config's [server] table; ``repos`` replaces the
     config's [repos.*] tables."""
+    venv_runs_the_checkout()
     home = Path(tempfile.mkdtemp(prefix="pf-it-", dir="/var/tmp"))
     os.chmod(home, 0o755)
     proc = None

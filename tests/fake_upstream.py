@@ -29,6 +29,7 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.files: dict[str, dict[str, bytes]] = {}
         self.requests: list[str] = []
+        self.not_modified = 0  # listings answered 304 (the client's ETag matched)
         self.fault: str | None = None
         self.json = True
         self.base = ""
@@ -143,6 +144,15 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
                 body, ctype = up.json_page(project), "application/vnd.pypi.simple.v1+json"
             else:
                 body, ctype = up.html_page(project), "text/html"
+            etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+            if self.headers.get("If-None-Match") == etag and not fault:
+                up.not_modified += 1
+                self.send_response(304)
+                self.send_header("ETag", etag)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.etag = etag
             self.body(body, ctype, fault)
 
         def file(self, data: bytes, fault: str | None) -> None:
@@ -196,7 +206,8 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
                         time.sleep(1)
                 self.close_connection = True
                 return
-            self.send(200, body, ctype)
+            etag = getattr(self, "etag", None)
+            self.send(200, body, ctype, **({"ETag": etag} if etag else {}))
 
     return Handler
 

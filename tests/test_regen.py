@@ -13,6 +13,7 @@ import pytest
 from distfactory import wheel_name, write_sdist, write_wheel
 from pypi_fallback.config import Settings, load_settings
 from pypi_fallback.regen import regenerate
+from pypi_fallback.storage import utc_timestamp
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "regen-index"
@@ -211,3 +212,12 @@ def test_pip_downloads_from_regenerated_tree(settings: Settings, tmp_path: Path,
         capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert [p.name for p in out.iterdir()] == [expected]
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0.0, "1970-01-01T00:00:00.000000Z"),
+    (59.9999996, "1970-01-01T00:01:00.000000Z"),  # rounds up into the next second
+    (1_700_000_000.25, "2023-11-14T22:13:20.250000Z"),
+])
+def test_utc_timestamp_never_comes_out_early(seconds: float, text: str) -> None:
+    assert utc_timestamp(seconds) == text

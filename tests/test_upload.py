@@ -221,8 +221,10 @@ def test_health(app: TestApp, settings: Settings) -> None:
 
 
 def test_unknown_path_is_404(app: TestApp) -> None:
-    assert app.get("/other/", status=404)
-    assert app.post("/pypi/dev/acme/", status=404)
+    resp = app.get("/other/", status=404)
+    assert resp.status.startswith("404 Not found") and "/other/" in resp.text
+    resp = app.post("/pypi/dev/acme/", status=404)
+    assert "No such repository" in resp.status and "dev/acme" in resp.text
 
 
 def test_reason_with_non_latin1_text_still_makes_a_valid_status_line(app: TestApp) -> None:

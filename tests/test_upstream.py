@@ -144,5 +144,13 @@ def test_refused_connection_fails_at_once() -> None:
 
 def test_conditional_refresh(upstream: FakeUpstream) -> None:
     first = client(upstream).fetch_listing("acme")
+    assert first.etag
     again = client(upstream).fetch_listing("acme", first)
+    assert upstream.not_modified == 1  # the upstream answered 304 to the ETag
     assert again.files == first.files and again.fetched >= first.fetched
+    assert again.etag == first.etag
+    # a change upstream: a new ETag, a full answer with the new file
+    upstream.add("acme", "acme-9.0.tar.gz", b"new")
+    changed = client(upstream).fetch_listing("acme", again)
+    assert upstream.not_modified == 1
+    assert "acme-9.0.tar.gz" in {f.filename for f in changed.files} and changed.etag != first.etag

@@ -207,7 +207,7 @@ class App:
                                       f"Storage error: {exc.strerror or exc}; nothing was "
                                       "published (the server's error log says where)")
         response.cache_control = self.cache_control(request, response)
-        return response(environ, start_response)  # type: ignore[no-any-return]
+        return response(environ, start_response)
 
     def cache_control(self, request: Request, response: Response) -> str:
         """What a cache in front may keep: in cache mode, a file fetched for Apache is
@@ -248,7 +248,7 @@ class App:
         if request.content_length > self.settings.max_request_bytes:
             raise TooLarge(f"Upload too large: over the limit of {self.settings.max_upload_mb} MB")
         request.make_body_seekable()
-        check_form_body(request.content_type, _boundary(request), request.body_file_raw)
+        check_form_body(request.content_type, _boundary(request), request.body_file_seekable)
         try:
             form = request.POST
         except (ValueError, LookupError, UnicodeError) as exc:
@@ -257,12 +257,15 @@ class App:
         filename = getattr(content, "filename", None)
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
         upload = check_form(fields, filename)
+        body = getattr(content, "file", None)
+        if body is None:
+            raise BadRequest("Missing file in 'content'")
         project = upload.dist.project
         uploader.check_project(project, repo_name)
         decision = mirror.NameDecision(None)
         if is_new_name(self.settings, project):
             decision = mirror.decide_new_name(self.settings, self.upstream, project)
-        outcome = receive_upload(self.settings, repo_name, upload, content.file, uploader.user,
+        outcome = receive_upload(self.settings, repo_name, upload, body, uploader.user,
                                  request.remote_addr, decision.claim, decision.upstream,
                                  token=uploader.token)
         if outcome.status == "created" and decision.listing is not None:
@@ -388,5 +391,5 @@ def application(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]
                 except PyPIFallbackError as exc:
                     print(f"pypi-fallback: {exc}", file=environ.get("wsgi.errors"))
                     resp = error_response(500, "pypi-fallback is misconfigured; see the error log")
-                    return resp(environ, start_response)  # type: ignore[no-any-return]
+                    return resp(environ, start_response)
     return app(environ, start_response)

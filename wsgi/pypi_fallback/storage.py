@@ -589,5 +589,5 @@ def quarantine(tree: Tree, repo: str, path: Path, reason: str) -> Path:
 def utc_timestamp(seconds: float | None = None) -> str:
     """PEP 700 upload-time form: ``yyyy-mm-ddThh:mm:ss.ffffffZ``."""
     t = time.time() if seconds is None else seconds
-    micro = int(round((t % 1) * 1_000_000)) % 1_000_000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{micro:06d}Z"
+    whole, micro = divmod(round(t * 1_000_000), 1_000_000)  # 0.9999996 s rounds up a second
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micro:06d}Z"
