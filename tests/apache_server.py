@@ -95,6 +95,32 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 15)
 
 
 @contextmanager
+def running(args: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process (Apache, slapd) listening on ``port`` on loopback; stopped on exit
+    (SIGTERM, then SIGKILL), within bounded time either way."""
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@contextmanager
+def running_apache(conf: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Apache from ``conf``, after its own config test."""
+    check = subprocess.run([APACHE, "-t", "-f", str(conf)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    with running([APACHE, "-f", str(conf), "-DFOREGROUND"], port) as proc:
+        yield proc
+
+
+@contextmanager
 def deployed(upstream: FakeUpstream, extra_config: str = "",
              extra_apache: str = "", mode: str = "redirect", upstream_url: str | None = None,
              rules_env: dict[str, str] | None = None,
@@ -106,7 +132,6 @@ def deployed(upstream: FakeUpstream, extra_config: str = "",
     venv_runs_the_checkout()
     home = Path(tempfile.mkdtemp(prefix="pf-it-", dir="/var/tmp"))
     os.chmod(home, 0o755)
-    proc = None
     try:
         config = write_config(home, extra_config, mode=mode, server=server_config,
                               upstream=upstream.simple_url if upstream_url is None
@@ -129,18 +154,7 @@ def deployed(upstream: FakeUpstream, extra_config: str = "",
         conf = write_httpd_conf(home, "127.0.0.1", port, dropin, "www-data")
         if extra_apache:
             conf.write_text(conf.read_text() + extra_apache.format(home=home))
-        check = subprocess.run([APACHE, "-t", "-f", str(conf)], capture_output=True, text=True)
-        assert check.returncode == 0, check.stderr
-        proc = subprocess.Popen([APACHE, "-f", str(conf), "-DFOREGROUND"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(port, proc)
-        yield Deployment(home, port, load_settings(config), upstream)
+        with running_apache(conf, port):
+            yield Deployment(home, port, load_settings(config), upstream)
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
         shutil.rmtree(home, ignore_errors=True)

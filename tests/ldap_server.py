@@ -4,7 +4,6 @@ under /var/tmp, loaded with slapadd, listening on a loopback port only."""
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from apache_server import free_port, wait_for_port
+from apache_server import free_port, running
 
 SUFFIX = "dc=example,dc=org"
 BIND_DN = f"cn=apache,{SUFFIX}"
@@ -91,7 +90,6 @@ access to * by dn.exact="{bind_dn}" read by self read by * none
 @contextmanager
 def running_directory() -> Iterator[Directory]:
     home = Path(tempfile.mkdtemp(prefix="pf-ldap-", dir="/var/tmp"))
-    proc = None
     try:
         (home / "db").mkdir()
         conf = home / "slapd.conf"
@@ -100,17 +98,8 @@ def running_directory() -> Iterator[Directory]:
         subprocess.run(["slapadd", "-f", str(conf), "-l", str(home / "data.ldif")],
                        check=True, capture_output=True, timeout=60)
         port = free_port()
-        proc = subprocess.Popen(["slapd", "-f", str(conf), "-h", f"ldap://127.0.0.1:{port}/",
-                                 "-d", "0"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        wait_for_port(port, proc)
-        yield Directory(home, port)
+        with running(["slapd", "-f", str(conf), "-h", f"ldap://127.0.0.1:{port}/", "-d", "0"],
+                     port):
+            yield Directory(home, port)
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
         shutil.rmtree(home, ignore_errors=True)

@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from apache_server import BIN, Deployment, free_port, wait_for_port
+from apache_server import BIN, Deployment, free_port, running_apache
 from pypi_fallback.rules import REPLICA_MODULES
-from pypi_fallback.serve import APACHE, MODULES_DIR
+from pypi_fallback.serve import MODULES_DIR
 
 # the core modules of any Apache, then what the replica's drop-in says it needs
 CORE_MODULES = ("mpm_event", "authz_core", "mime")
@@ -73,7 +73,6 @@ Include "{dropin}"
 def replica_of(primary: Deployment) -> Iterator[Replica]:
     home = Path(tempfile.mkdtemp(prefix="pf-replica-", dir="/var/tmp"))
     os.chmod(home, 0o755)
-    proc = None
     try:
         cache = home / "cache"
         cache.mkdir()
@@ -87,20 +86,9 @@ def replica_of(primary: Deployment) -> Iterator[Replica]:
         assert done.returncode == 0, done.stderr
         port = free_port()
         conf = write_replica_httpd_conf(home, port, dropin)
-        check = subprocess.run([APACHE, "-t", "-f", str(conf)], capture_output=True, text=True)
-        assert check.returncode == 0, check.stderr
-        proc = subprocess.Popen([APACHE, "-f", str(conf), "-DFOREGROUND"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(port, proc)
-        yield Replica(home, port, primary.settings.url_prefix)
+        with running_apache(conf, port):
+            yield Replica(home, port, primary.settings.url_prefix)
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
         shutil.rmtree(home, ignore_errors=True)
 
 

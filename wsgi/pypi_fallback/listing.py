@@ -118,7 +118,8 @@ def build_repos_page(repos: Iterable[tuple[str, Sequence[str]]]) -> dict[str, An
     }
 
 
-_env = jinja2.Environment(
+# the package's templates (autoescaped HTML), shared with the pages for people
+TEMPLATES = _env = jinja2.Environment(
     loader=jinja2.PackageLoader("pypi_fallback", "templates"),
     autoescape=True,
     trim_blocks=True,

@@ -17,21 +17,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import jinja2
 from markupsafe import Markup, escape
 from packaging.metadata import parse_email
+
+from .listing import TEMPLATES
 
 PAGES_URL = "+pages"
 SUMMARY_MAX = 200
 
-_env = jinja2.Environment(
-    loader=jinja2.PackageLoader("pypi_fallback", "templates"),
-    autoescape=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    undefined=jinja2.StrictUndefined,
-)
+_env = TEMPLATES
 
 
 # -- core metadata ---------------------------------------------------------------------------

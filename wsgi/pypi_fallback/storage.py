@@ -68,30 +68,35 @@ def _write_tmp(final: Path, data: bytes, durable: bool) -> Path:
 class Writer:
     """Writes one file at a time, each made durable before and after its rename."""
 
+    durable = True
+
     def write(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _write_tmp(path, data, durable=True)
+        tmp = _write_tmp(path, data, durable=self.durable)
         try:
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        fsync_dir(path.parent)
+        if self.durable:
+            fsync_dir(path.parent)
 
     def remove(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-            fsync_dir(path.parent)
+            if self.durable:
+                fsync_dir(path.parent)
 
     def link(self, src: Path, dst: Path) -> None:
         """Give the (durable) file ``src`` a second name ``dst``, unless ``dst`` exists."""
         with contextlib.suppress(FileExistsError):
             os.link(src, dst)
-            fsync_dir(dst.parent)
+            if self.durable:
+                fsync_dir(dst.parent)
 
     def flush(self) -> None:
-        """Nothing is pending: every write was durable when it returned."""
+        """Nothing is pending: every write was done when it returned."""
 
 
 class Volatile(Writer):
@@ -100,19 +105,7 @@ class Volatile(Writer):
     the newest versions (or, on a filesystem that reorders a rename before its data, leave
     one empty), which their writer notices and rebuilds. Nothing is pending."""
 
-    def write(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _write_tmp(path, data, durable=False)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-    def remove(self, path: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+    durable = False
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
