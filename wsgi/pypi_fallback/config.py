@@ -6,6 +6,7 @@ reading a traceback.
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import os
 import tomllib
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cooldown import Cooldown, parse_cooldown
 from .errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/pypi-fallback/config.toml")
@@ -61,6 +63,7 @@ class Settings:
     private: tuple[str, ...] = ()
     overlay: tuple[str, ...] = ()
     pages: bool = True  # the pages for people under <prefix>/+pages/ and at <prefix>/
+    cooldown: Cooldown = field(default_factory=Cooldown)  # policy.min_age, freeze, exceptions
 
     @property
     def max_upload_bytes(self) -> int:
@@ -135,11 +138,13 @@ _SECTIONS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "ttl": (int, 600),
     },
     "fallback": {"mode": (str, "redirect")},
-    "policy": {"private": (list, []), "overlay": (list, [])},
+    "policy": {"private": (list, []), "overlay": (list, []), "min_age": (str, "0"),
+               "exceptions": (list, []), "freeze": ((str, dt.date), None)},
 }
 _PATTERN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-*?")
 _TYPE_WORDS: dict[type | tuple[type, ...], str] = {
     str: "a string", int: "an integer", list: "a list of strings", bool: "true or false",
+    (str, dt.date): "a date or a time",
 }
 _REPO_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "writers": (list, []),
@@ -271,6 +276,7 @@ def parse_settings(data: Mapping[str, Any], source: Path, *, check_paths: bool =
         private=tuple(policy["private"]),
         overlay=tuple(policy["overlay"]),
         pages=server["pages"],
+        cooldown=parse_cooldown(source, policy),
     )
 
 
