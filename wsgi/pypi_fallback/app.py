@@ -184,7 +184,6 @@ class App:
     def _policy_changed(self, settings: Settings) -> None:
         """The release-age policy in the config changed: use it, and render the listings
         that hold upstream files again (in the background)."""
-        self.settings = self.pages.settings = settings
         self.rerender.request(settings)
 
     @property
@@ -195,7 +194,7 @@ class App:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
-        self.settings = self.policy.current()
+        self.settings = self.pages.settings = self.policy.current()
         try:
             response = self.route(request)
         except ClaimsCorrupt as exc:

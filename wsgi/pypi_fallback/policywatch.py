@@ -1,9 +1,11 @@
 """The release-age policy of a running app, kept in line with the config file.
 
 The security team edits ``[policy]`` in the one config file (min_age, freeze, exceptions);
-the app notices the change on its next request (the file is looked at at most once a
-second), takes the new cooldown keys without a restart, and has the listings on disk that
-hold upstream files rendered again in the background (``regen.apply_policy``). Only the
+each app process notices the change on its next request (the file is looked at at most
+once a second) and takes the new cooldown keys without a restart. The policy the listings
+on disk follow is recorded in the state folder: the first process (or ``regen-index``) to
+see a policy other than the recorded one records it and renders the listings that hold
+upstream files again (``regen.apply_policy``, in the background). Only the
 cooldown keys are taken: everything else in the file (paths, repos, modes) needs the
 Apache rules and a restart to change, as before. An invalid edit keeps the policy in force
 and says why in the error log.
@@ -11,6 +13,7 @@ and says why in the error log.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import threading
@@ -19,7 +22,9 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from .config import Settings, load_settings
+from .cooldown import Cooldown
 from .errors import PyPIFallbackError
+from .storage import Writer
 
 
 def _stamp(path: os.PathLike[str]) -> tuple[int, int, int] | None:
@@ -30,12 +35,33 @@ def _stamp(path: os.PathLike[str]) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def fingerprint(cooldown: Cooldown) -> str:
+    return hashlib.sha256(repr(cooldown).encode()).hexdigest()
+
+
+def record_policy(settings: Settings) -> bool:
+    """Record, in the state folder, the policy the listings on disk follow; return whether
+    it differed from the one recorded (then the caller renders them again). Shared by every
+    app process and ``regen-index``, so that whichever notices a change first acts on it,
+    and a process started after the change still knows the listings need it."""
+    path = settings.state / "policy.fingerprint"
+    new = fingerprint(settings.cooldown)
+    try:
+        recorded = path.read_text().strip()
+    except FileNotFoundError:
+        recorded = fingerprint(Cooldown())  # never recorded: listings follow no policy
+    if recorded == new:
+        return False
+    Writer().write(path, (new + "\n").encode())
+    return True
+
+
 class PolicyWatcher:
     def __init__(self, settings: Settings, on_change: Callable[[Settings], None],
                  interval: float = 1.0) -> None:
         self.settings, self.on_change, self.interval = settings, on_change, interval
         self._stamp = _stamp(settings.source)
-        self._checked = time.monotonic()
+        self._checked = -1e9  # the first request compares with the recorded policy
         self._lock = threading.Lock()
 
     def current(self) -> Settings:
@@ -43,21 +69,27 @@ class PolicyWatcher:
         if time.monotonic() - self._checked < self.interval:
             return self.settings
         with self._lock:
+            first = self._checked < 0
             self._checked = time.monotonic()
             stamp = _stamp(self.settings.source)
-            if stamp == self._stamp:
+            if stamp == self._stamp and not first:
                 return self.settings
             self._stamp = stamp
+            if not first:
+                try:
+                    cooldown = load_settings(self.settings.source, check_paths=False).cooldown
+                except PyPIFallbackError as exc:
+                    print(f"pypi-fallback: {exc}; the release-age policy in force is kept",
+                          file=sys.stderr)
+                    return self.settings
+                self.settings = replace(self.settings, cooldown=cooldown)
             try:
-                cooldown = load_settings(self.settings.source, check_paths=False).cooldown
-            except PyPIFallbackError as exc:
-                print(f"pypi-fallback: {exc}; the release-age policy in force is kept",
-                      file=sys.stderr)
-                return self.settings
-            if cooldown == self.settings.cooldown:
-                return self.settings
-            self.settings = replace(self.settings, cooldown=cooldown)
-        self.on_change(self.settings)
+                changed = record_policy(self.settings)
+            except OSError as exc:
+                print(f"pypi-fallback: cannot record the policy: {exc}", file=sys.stderr)
+                changed = False
+        if changed:
+            self.on_change(self.settings)
         return self.settings
 
 

@@ -44,6 +44,7 @@ from .names import (
     parse_project_name,
 )
 from .pages import refresh as refresh_pages
+from .policywatch import record_policy
 from .storage import (
     LISTING_FILES,
     UPSTREAM_DIR,
@@ -479,6 +480,8 @@ def regenerate(settings: Settings, repos: Sequence[str] | None = None,
             progress(start + len(chunk), len(projects))
     if not names:  # files age in, the policy may have changed: the cache-mode pages too
         rerender_upstream_pages(settings, report)
+        with contextlib.suppress(OSError):
+            record_policy(settings)  # the listings follow this policy now
     try:
         refresh_roots(settings, render_repos if not names else settings.viewers(roots))
     except OSError as exc:
