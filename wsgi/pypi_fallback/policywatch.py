@@ -36,7 +36,10 @@ def _stamp(path: os.PathLike[str]) -> tuple[int, int, int] | None:
 
 
 def fingerprint(cooldown: Cooldown) -> str:
-    return hashlib.sha256(repr(cooldown).encode()).hexdigest()
+    """What the listings depend on: the age, the freeze, the exceptions (not their spelling
+    in the file)."""
+    key = (cooldown.min_age, cooldown.freeze, sorted(e.text for e in cooldown.exceptions))
+    return hashlib.sha256(repr(key).encode()).hexdigest()
 
 
 def record_policy(settings: Settings) -> bool:
