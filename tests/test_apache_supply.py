@@ -23,6 +23,7 @@ from pypi_fallback.storage import utc_timestamp
 
 pytestmark = pytest.mark.apache
 DAY = 86400.0
+PROVENANCE = json.dumps({"version": 1, "attestation_bundles": []}).encode()
 
 
 def pip_download(index: str, dest: Path, spec: str, *extra: str
@@ -50,7 +51,7 @@ def got(folder: Path) -> list[str]:
 def upstream_times() -> Iterator[FakeUpstream]:
     with running_upstream() as up:
         up.add("cool-pkg", wheel_name("cool-pkg", "1.0"), wheel_bytes("cool-pkg", "1.0"),
-               upload_time=utc_timestamp(time.time() - 30 * DAY))
+               upload_time=utc_timestamp(time.time() - 30 * DAY), provenance=PROVENANCE)
         up.add("cool-pkg", wheel_name("cool-pkg", "1.1"), wheel_bytes("cool-pkg", "1.1"),
                upload_time=utc_timestamp(time.time() - 1 * DAY))  # published yesterday
         yield up
@@ -70,6 +71,19 @@ def test_client_cutoffs_follow_upload_times(upstream_times: FakeUpstream, tmp_pa
         result = uv_with(index, tmp_path / "uv", "cool-pkg", "--exclude-newer", cutoff)
         assert result.returncode == 0, result.stdout + result.stderr + site.error_log()
         assert got(tmp_path / "uv") == ["cool_pkg-1.0.dist-info"]
+
+        # PEP 740: the listing links the provenance through this server; fetched once
+        status, _, body = raw_get(f"{site.origin}/pypi/+upstream/cool-pkg/",
+                                  headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        old = json.loads(body)["files"][0]
+        assert old["provenance"] == f"../../+upstream/cool-pkg/{old['filename']}.provenance"
+        url = f"{site.origin}/pypi/+upstream/cool-pkg/{old['filename']}.provenance"
+        for _ in range(2):
+            site.upstream.requests.clear()
+            status, headers, body = raw_get(url)
+            assert (status, body) == (200, PROVENANCE), body
+            assert headers["Content-Type"].startswith("application/json")
+        assert site.upstream.requests == []  # the second one came from disk
 
         # local files: the time each entered the repository
         first = write_wheel(tmp_path / "dist", "acme-times", "1.0")
