@@ -145,7 +145,18 @@ def test_min_age_keeps_yesterday_out_until_an_exception(upstream_times: FakeUpst
 def test_quarantined_project_installs_nothing(upstream_times: FakeUpstream, tmp_path: Path) -> None:
     with deployed(upstream_times) as site:
         wheel = write_wheel(tmp_path / "dist", "acme-bad", "1.0")
-        assert twine_upload(site.url("dev"), "alice", USERS["alice"], wheel).returncode == 0
+        attestation = {"version": 1, "verification_material": {"certificate": "x"},
+                       "envelope": {"statement": "e30=", "signature": "c2ln"}}
+        att = wheel.with_name(wheel.name + ".publish.attestation")
+        att.write_text(json.dumps(attestation))
+        upload = subprocess.run(  # twine sends the attestations field
+            [sys.executable, "-m", "twine", "upload", "--non-interactive",
+             "--disable-progress-bar", "--attestations", "--repository-url", site.url("dev"),
+             "-u", "alice", "-p", USERS["alice"], str(wheel), str(att)],
+            capture_output=True, text=True, env=clean_env(), timeout=180)
+        assert upload.returncode == 0, upload.stdout + upload.stderr
+        kept = site.settings.root / "dev" / "acme-bad" / f"{wheel.name}.attestations"
+        assert json.loads(kept.read_text()) == [attestation]
         env = {**os.environ, "PYPI_FALLBACK_CONFIG": str(site.settings.source)}
         result = subprocess.run([str(BIN / "status"), "acme-bad", "quarantined", "--reason",
                                  "malware found"], capture_output=True, text=True, env=env,
