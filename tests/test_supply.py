@@ -392,6 +392,12 @@ def test_upload_keeps_attestations_beside_the_file(local_app: TestApp,
     assert cli("promote", "acme==1.0", settings=settings).returncode == 0
     assert (settings.root / "stable" / "acme" / f"{name}.attestations").read_bytes() == \
         kept.read_bytes()
+    assert cli("verify", settings=settings).returncode == 0
+    kept.write_bytes(b"[]")
+    result = cli("verify", settings=settings)
+    assert result.returncode == 1
+    assert f"attestations missing or changed: dev/acme/{name}.attestations" in result.stdout
+    kept.write_bytes(json.dumps([ATTESTATION]).encode())
     # a sidecar this program did not write goes to quarantine
     stray = settings.root / "dev" / "acme" / f"{name}.provenance"
     stray.write_bytes(PROVENANCE)

@@ -497,6 +497,11 @@ def verify(settings: Settings, repos: Iterable[str] | None = None,
                 if rec.get("metadata_sha256") and (
                         not meta.exists() or sha256_file(meta) != rec["metadata_sha256"]):
                     problems.append(f"metadata missing or changed: {where}.metadata")
+                for suffix in SIDECARS:  # provenance, attestations
+                    side = file.with_name(name + suffix)
+                    if rec.get(SIDECAR_KEYS[suffix]) and (
+                            not side.exists() or sha256_file(side) != rec[SIDECAR_KEYS[suffix]]):
+                        problems.append(f"{suffix[1:]} missing or changed: {where}{suffix}")
     return checked, problems
 
 
