@@ -37,6 +37,14 @@ class FakeUpstream:
         self.rate = 2 * 1024 * 1024
         self.released = threading.Event()
         self._digests: dict[tuple[str, int, int], str] = {}
+        # API 1.4 fields, served when set: PEP 700 upload times, PEP 740 provenance objects
+        # (at /integrity/<filename>/provenance), PEP 792 status, PEP 708 meta
+        self.upload_times: dict[str, str] = {}
+        self.provenances: dict[str, bytes] = {}
+        self.status: dict[str, tuple[str, str | None]] = {}
+        self.tracks: dict[str, list[str]] = {}
+        self.alternate_locations: dict[str, list[str]] = {}
+        self.api_version = "1.1"
 
     def release(self) -> None:
         """Let every hanging request go (they close without an answer)."""
@@ -52,8 +60,14 @@ class FakeUpstream:
     def simple_url(self) -> str:
         return f"{self.base}/simple/"
 
-    def add(self, project: str, filename: str, data: bytes) -> None:
+    def add(self, project: str, filename: str, data: bytes, *, upload_time: str | None = None,
+            provenance: bytes | None = None) -> None:
         self.files.setdefault(project, {})[filename] = data
+        if upload_time is not None:
+            self.upload_times[filename] = upload_time
+        if provenance is not None:
+            self.provenances[filename] = provenance
+            self.api_version = "1.4"
 
     def requested(self, project: str) -> bool:
         return any(f"/{project}/" in path or f"/{project.replace('-', '_')}" in path
@@ -62,20 +76,49 @@ class FakeUpstream:
     def html_page(self, project: str) -> bytes:
         links = "".join(
             f'<a href="{self.base}/files/{html.escape(name)}#sha256='
-            f'{self.digest(data)}" data-requires-python="&gt;=3.8">'
-            f"{html.escape(name)}</a><br>\n"
+            f'{self.digest(data)}" data-requires-python="&gt;=3.8"'
+            + (f' data-provenance="{self.base}/integrity/{html.escape(name)}/provenance"'
+               if name in self.provenances else "")
+            + f">{html.escape(name)}</a><br>\n"
             for name, data in sorted(self.files[project].items()))
-        return (f"<!DOCTYPE html><html><head><title>Links for {project}</title></head>"
+        metas = "".join(f'<meta name="pypi:{key}" content="{html.escape(value)}">'
+                        for key, value in self._metas(project))
+        return (f"<!DOCTYPE html><html><head>{metas}<title>Links for {project}</title></head>"
                 f"<body><h1>Links for {project}</h1>\n{links}</body></html>\n").encode()
 
+    def _metas(self, project: str) -> list[tuple[str, str]]:
+        metas = [("repository-version", self.api_version)]
+        metas += [("tracks", url) for url in self.tracks.get(project, [])]
+        metas += [("alternate-locations", url) for url in self.alternate_locations.get(project,
+                                                                                      [])]
+        if project in self.status:
+            status, reason = self.status[project]
+            metas.append(("project-status", status))
+            if reason:
+                metas.append(("project-status-reason", reason))
+        return metas
+
     def json_page(self, project: str) -> bytes:
-        files = [{"filename": name, "url": f"../../files/{name}",
-                  "hashes": {"sha256": self.digest(data)},
-                  "requires-python": ">=3.8", "yanked": False, "size": len(data),
-                  "upload-time": "2025-01-02T03:04:05.000000Z"}
-                 for name, data in sorted(self.files[project].items())]
-        return json.dumps({"meta": {"api-version": "1.1"}, "name": project,
-                           "files": files}).encode()
+        files: list[dict[str, object]] = [
+            {"filename": name, "url": f"../../files/{name}",
+             "hashes": {"sha256": self.digest(data)},
+             "requires-python": ">=3.8", "yanked": False, "size": len(data),
+             "upload-time": self.upload_times.get(name, "2025-01-02T03:04:05.000000Z")}
+            for name, data in sorted(self.files[project].items())]
+        for entry in files:
+            if entry["filename"] in self.provenances:
+                entry["provenance"] = f"../../integrity/{entry['filename']}/provenance"
+        meta: dict[str, object] = {"api-version": self.api_version}
+        if project in self.tracks:
+            meta["tracks"] = self.tracks[project]
+        page: dict[str, object] = {"meta": meta, "name": project, "files": files}
+        if project in self.alternate_locations:
+            page["alternate-locations"] = self.alternate_locations[project]
+        if project in self.status:
+            status, reason = self.status[project]
+            page["project-status"] = {"status": status, **({"reason": reason} if reason
+                                                            else {})}
+        return json.dumps(page).encode()
 
 
 def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
@@ -122,6 +165,9 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
             parts = self.path.split("?")[0].strip("/").split("/")
             if len(parts) == 2 and parts[0] == "simple":
                 return self.project(parts[1], fault)
+            if len(parts) == 3 and parts[0] == "integrity" and parts[2] == "provenance" \
+                    and parts[1] in up.provenances:
+                return self.send(200, up.provenances[parts[1]], "application/json")
             if len(parts) == 2 and parts[0] == "files":
                 for files in up.files.values():
                     if parts[1] in files:

@@ -127,7 +127,7 @@ def test_content_negotiation(site: Deployment, accept: str, status: int,
             assert headers["Content-Type"].split(";")[0] == ctype
         if ctype and "json" in ctype:
             page = json.loads(body)
-            assert page["meta"]["api-version"] == "1.1"
+            assert page["meta"]["api-version"] == "1.4"
 
 
 def test_dist_files_served_as_bytes(site: Deployment, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pypi_fallback.listing import (
     FileEntry,
+    ProjectStatus,
     build_project_page,
     build_root_page,
     merge_files,
@@ -27,7 +28,8 @@ ENTRIES = [
               upload_time="2026-01-02T03:04:05.000006Z", requires_python=">=3.8"),
     FileEntry("acme-1.0-py3-none-any.whl", "acme-1.0-py3-none-any.whl", SHA, 999, "1.0",
               upload_time="2026-01-02T03:04:05.000006Z", requires_python='<4,>=3.8"><script>',
-              metadata_sha256=META, yanked="broken <b>build</b>"),
+              metadata_sha256=META, yanked="broken <b>build</b>",
+              provenance="acme-1.0-py3-none-any.whl.provenance"),
     FileEntry("acme-0.9-py3-none-any.whl", "../../stable/acme/acme-0.9-py3-none-any.whl", SHA,
               10, "0.9", metadata_sha256=META, yanked=True),
 ]
@@ -45,6 +47,30 @@ def test_project_html_matches_golden() -> None:
     golden("project.html", render_project_html(page))
 
 
+def test_api_1_4_html_matches_golden() -> None:
+    """PEP 708 tracks and alternate locations, PEP 740 provenance, PEP 792 status."""
+    page = build_project_page(NormalizedName("acme"), ENTRIES, ["https://up.example/acme/"],
+                              ProjectStatus("deprecated", 'use "acme2" <instead>'),
+                              ["https://other.example/acme/"])
+    golden("project_1_4.html", render_project_html(page))
+
+
+def test_quarantined_project_offers_no_files() -> None:
+    page = build_project_page(NormalizedName("acme"), ENTRIES, (),
+                              ProjectStatus("quarantined", "malware"))
+    assert page["files"] == [] and page["versions"] == []
+    assert page["project-status"] == {"status": "quarantined", "reason": "malware"}
+    html = render_project_html(page).decode()
+    assert '<meta name="pypi:project-status" content="quarantined">' in html
+    assert '<meta name="pypi:project-status-reason" content="malware">' in html
+    assert "<a " not in html
+
+
+def test_active_status_without_reason_is_not_written() -> None:
+    page = build_project_page(NormalizedName("acme"), ENTRIES, (), ProjectStatus("active"))
+    assert "project-status" not in page and len(page["files"]) == 3
+
+
 def test_root_html_matches_golden() -> None:
     golden("root.html", render_root_html(build_root_page(["zeta", "acme", "acme-foo"])))
 
@@ -60,7 +86,7 @@ def test_html_escapes_everything_from_uploads() -> None:
 def test_project_json_fields() -> None:
     page = json.loads(render_json(build_project_page(NormalizedName("acme"), ENTRIES,
                                                      tracks=["https://up.example/acme/"])))
-    assert page["meta"] == {"api-version": "1.1", "tracks": ["https://up.example/acme/"]}
+    assert page["meta"] == {"api-version": "1.4", "tracks": ["https://up.example/acme/"]}
     assert page["name"] == "acme"
     assert page["versions"] == ["0.9", "1.0"]
     sdist, wheel, old = page["files"]
@@ -68,7 +94,9 @@ def test_project_json_fields() -> None:
         "filename": "acme-1.0.tar.gz", "url": "acme-1.0.tar.gz", "hashes": {"sha256": SHA},
         "requires-python": ">=3.8", "core-metadata": False, "dist-info-metadata": False,
         "yanked": False, "size": 1234, "upload-time": "2026-01-02T03:04:05.000006Z",
+        "provenance": None,
     }
+    assert wheel["provenance"] == "acme-1.0-py3-none-any.whl.provenance"
     assert wheel["core-metadata"] == wheel["dist-info-metadata"] == {"sha256": META}
     assert wheel["yanked"] == "broken <b>build</b>"
     assert old["yanked"] is True and "upload-time" not in old
@@ -77,7 +105,7 @@ def test_project_json_fields() -> None:
 
 def test_root_json() -> None:
     page = json.loads(render_json(build_root_page(["b", "a", "b"])))
-    assert page == {"meta": {"api-version": "1.1"}, "projects": [{"name": "a"}, {"name": "b"}]}
+    assert page == {"meta": {"api-version": "1.4"}, "projects": [{"name": "a"}, {"name": "b"}]}
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,7 @@ from .errors import (
 from .listing import HTML_TYPE, JSON_TYPE
 from .names import parse_normalized_name
 from .pages import PageRefresher
+from .policywatch import PolicyWatcher, Rerenderer
 from .regen import refresh_roots, regenerate, render_upstream_page
 from .storage import UPSTREAM_DIR, Tree, Writer, describe_os_error, locked
 from .tokens import TokenStore, store_path
@@ -179,6 +180,13 @@ class App:
         self._reachable: tuple[float, bool] = (0.0, False)
         self._reachable_lock = threading.Lock()
         self._checking = False
+        self.rerender = Rerenderer()
+        self.policy = PolicyWatcher(settings, self._policy_changed)
+
+    def _policy_changed(self, settings: Settings) -> None:
+        """The release-age policy in the config changed: use it, and render the listings
+        that hold upstream files again (in the background)."""
+        self.rerender.request(settings)
 
     @property
     def upstream(self) -> Upstream:
@@ -188,6 +196,7 @@ class App:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
+        self.settings = self.pages.settings = self.policy.current()
         try:
             response = self.route(request)
         except ClaimsCorrupt as exc:
@@ -300,6 +309,12 @@ class App:
         project = parse_normalized_name(name, "name in the URL")
         if mirror.is_claimed(self.settings, project):
             raise NotFound(f"Not found: {name!r}")
+        if kind == "+fetch" and filename.endswith(mirror.PROVENANCE_SUFFIX):  # PEP 740
+            fetched = mirror.fetch_provenance(self.settings, self.upstream, project,
+                                              filename[:-len(mirror.PROVENANCE_SUFFIX)],
+                                              request.remote_addr)
+            resp = Response(body=fetched.path.read_bytes(), content_type="application/json")
+            return resp
         if kind == "+fetch":
             fetched = mirror.fetch_file(self.settings, self.upstream, project, filename,
                                         request.remote_addr)

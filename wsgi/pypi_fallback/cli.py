@@ -355,6 +355,30 @@ def remove_main(argv: Sequence[str] | None = None) -> int:
                        argv)
 
 
+def status_main(argv: Sequence[str] | None = None) -> int:
+    from .listing import PROJECT_STATUSES
+    from .qc import set_status
+
+    def add(p: argparse.ArgumentParser) -> None:
+        p.add_argument("project", metavar="PROJECT")
+        p.add_argument("status", choices=PROJECT_STATUSES,
+                       help="archived: no new uploads; quarantined: no uploads and no files "
+                            "offered; deprecated: a warning; active: none of these (PEP 792)")
+        p.add_argument("--reason", metavar="TEXT", help="shown to installers and on the pages")
+        p.add_argument("--repo", help="only in this repo (default: every repo holding it)")
+
+    def run(settings: Settings, args: argparse.Namespace, operator: str) -> int:
+        if args.status != "active" and not args.reason:
+            raise ConfigError(f"{args.status} needs --reason TEXT")
+        for repo in set_status(settings, args.project, args.status, args.reason, args.repo,
+                               operator):
+            print(f"status: {args.project} is {args.status} in {repo}")
+        return EXIT_OK
+
+    return _qc_command("status", "Set a local project's status (PEP 792), audited.", add, run,
+                       argv)
+
+
 def pin_main(argv: Sequence[str] | None = None) -> int:
     from .qc import parse_pylock, parse_requirements, pin
 

@@ -6,6 +6,7 @@ reading a traceback.
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import os
 import re
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cooldown import Cooldown, parse_cooldown
 from .errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/pypi-fallback/config.toml")
@@ -85,6 +87,7 @@ class Settings:
     overlay: tuple[str, ...] = ()
     pages: bool = True  # the pages for people under <prefix>/+pages/ and at <prefix>/
     ldap: Ldap | None = None
+    cooldown: Cooldown = field(default_factory=Cooldown)  # policy.min_age, freeze, exceptions
 
     @property
     def max_upload_bytes(self) -> int:
@@ -159,12 +162,14 @@ _SECTIONS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "ttl": (int, 600),
     },
     "fallback": {"mode": (str, "redirect")},
-    "policy": {"private": (list, []), "overlay": (list, [])},
+    "policy": {"private": (list, []), "overlay": (list, []), "min_age": (str, "0"),
+               "exceptions": (list, []), "freeze": ((str, dt.date), None)},
 }
 _PATTERN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-*?")
 _TYPE_WORDS: dict[type | tuple[type, ...], str] = {
     str: "a string", int: "an integer", list: "a list of strings", bool: "true or false",
     dict: "a table",
+    (str, dt.date): "a date or a time",
 }
 _REPO_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "writers": (list, []),
@@ -313,6 +318,7 @@ def parse_settings(data: Mapping[str, Any], source: Path, *, check_paths: bool =
         overlay=tuple(policy["overlay"]),
         pages=server["pages"],
         ldap=ldap,
+        cooldown=parse_cooldown(source, policy),
     )
 
 

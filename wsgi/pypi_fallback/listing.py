@@ -15,7 +15,8 @@ from packaging.version import InvalidVersion, Version
 
 from .names import NormalizedName
 
-API_VERSION = "1.1"
+API_VERSION = "1.4"  # PEP 700 (1.1), 708 (1.2), 740 (1.3), 792 (1.4)
+PROJECT_STATUSES = ("active", "archived", "quarantined", "deprecated")  # PEP 792
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
@@ -33,6 +34,7 @@ class FileEntry:
     requires_python: str | None = None
     metadata_sha256: str | None = None
     yanked: bool | str = False
+    provenance: str | None = None  # PEP 740: a URL (relative to the page) or None
 
     @classmethod
     def from_record(cls, filename: str, rec: Mapping[str, Any], url: str) -> FileEntry:
@@ -46,6 +48,7 @@ class FileEntry:
             requires_python=rec.get("requires_python"),
             metadata_sha256=rec.get("metadata_sha256"),
             yanked=rec.get("yanked", False),
+            provenance=f"{url}.provenance" if rec.get("provenance_sha256") else None,
         )
 
 
@@ -68,20 +71,45 @@ def merge_files(layers: Iterable[Sequence[FileEntry]]) -> list[FileEntry]:
     return merged
 
 
+@dataclass(frozen=True)
+class ProjectStatus:
+    """PEP 792: one of PROJECT_STATUSES, with an optional reason."""
+
+    status: str = "active"
+    reason: str | None = None
+
+    @property
+    def offers_files(self) -> bool:
+        """A quarantined project offers no files for installation."""
+        return self.status != "quarantined"
+
+
 def build_project_page(
-    project: NormalizedName, files: Sequence[FileEntry], tracks: Sequence[str] = ()
+    project: NormalizedName, files: Sequence[FileEntry], tracks: Sequence[str] = (),
+    status: ProjectStatus | None = None, alternate_locations: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The PEP 691 (API 1.1, PEP 700) project detail, as a dict ready for ``json.dumps``."""
+    """The PEP 691 project detail (API 1.4: PEP 700 times, PEP 708 tracks and alternate
+    locations, PEP 740 provenance, PEP 792 status), as a dict ready for ``json.dumps``.
+    A quarantined project lists no files."""
     meta: dict[str, Any] = {"api-version": API_VERSION}
     if tracks:
         meta["tracks"] = list(tracks)
+    if status is not None and not status.offers_files:
+        files = []
     versions = sorted({f.version for f in files}, key=_version_key)
-    return {
+    page: dict[str, Any] = {
         "meta": meta,
         "name": project,
         "versions": versions,
         "files": [_file_dict(f) for f in files],
     }
+    if alternate_locations:
+        page["alternate-locations"] = list(alternate_locations)
+    if status is not None and (status.status != "active" or status.reason):
+        page["project-status"] = {"status": status.status}
+        if status.reason:
+            page["project-status"]["reason"] = status.reason
+    return page
 
 
 def _file_dict(f: FileEntry) -> dict[str, Any]:
@@ -99,6 +127,7 @@ def _file_dict(f: FileEntry) -> dict[str, Any]:
         d["size"] = f.size
     if f.upload_time:
         d["upload-time"] = f.upload_time
+    d["provenance"] = f.provenance
     return d
 
 

@@ -7,14 +7,15 @@ Network calls go through ``upstream.Upstream``; files go through ``storage``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Settings
 from .errors import Forbidden, NotFound, UpstreamUnavailable
-from .listing import FileEntry
+from .listing import FileEntry, ProjectStatus
 from .names import NormalizedName, parse_dist_filename
 from .storage import (
     UPSTREAM_DIR,
@@ -26,7 +27,7 @@ from .storage import (
     new_file,
     utc_timestamp,
 )
-from .upstream import Upstream, UpstreamError, UpstreamListing, pip_index_url
+from .upstream import Upstream, UpstreamError, UpstreamFile, UpstreamListing, pip_index_url
 
 # -- which upstream: resolved once, recorded, used by everyone ----------------------------------
 
@@ -178,25 +179,76 @@ def recheck_claims(settings: Settings, upstream: Upstream) -> list[str]:
 # -- overlay and cache-mode listings ------------------------------------------------------------
 
 
-def upstream_entries(settings: Settings, project: str) -> list[FileEntry]:
+@dataclass
+class Admitted:
+    """The upstream files of a project that the release-age policy lets through now."""
+
+    entries: list[FileEntry] = field(default_factory=list)
+    exceptions: list[tuple[str, str]] = field(default_factory=list)  # (filename, exception)
+    withheld: int = 0  # files left out as too young
+    status: ProjectStatus | None = None  # PEP 792, as the upstream says
+    tracks: tuple[str, ...] = ()  # PEP 708, as the upstream says
+    alternate_locations: tuple[str, ...] = ()
+
+
+def admitted_upstream(settings: Settings, project: str, now: float | None = None) -> Admitted:
     """The cached upstream files of ``project``, as listed on a page at
-    ``<prefix>/<repo or +upstream>/<project>/``: in cache mode links go through this server."""
+    ``<prefix>/<repo or +upstream>/<project>/``: only those old enough for the cooldown
+    (``policy.min_age``, ``policy.freeze``) or covered by ``policy.exceptions``; in cache
+    mode links (files and PEP 740 provenance) go through this server."""
     listing = load_listing(Tree.of(settings), project)
     if listing is None or not listing.found:
-        return []
-    entries = []
+        return Admitted()
+    now = time.time() if now is None else now
+    cache = settings.fallback_mode == "cache"
+    meta = listing.meta
+    admitted = Admitted(
+        status=ProjectStatus(meta.status, meta.status_reason) if meta.status else None,
+        tracks=meta.tracks, alternate_locations=meta.alternate_locations)
     for f in listing.files:
-        url = f.url if settings.fallback_mode != "cache" else \
-            f"../../{UPSTREAM_DIR}/{project}/{f.filename}"
-        entries.append(FileEntry(f.filename, url, f.sha256, f.size, f.version, f.upload_time,
-                                 f.requires_python, None if settings.fallback_mode == "cache"
-                                 else f.metadata_sha256, f.yanked))
-    return entries
+        verdict = settings.cooldown.judge(project, f.version, f.upload_time, now)
+        if not verdict.admitted:
+            admitted.withheld += 1
+            continue
+        if verdict.exception:
+            admitted.exceptions.append((f.filename, verdict.exception))
+        url = f"../../{UPSTREAM_DIR}/{project}/{f.filename}" if cache else f.url
+        provenance = f"{url}.provenance" if cache and f.provenance else f.provenance
+        admitted.entries.append(FileEntry(
+            f.filename, url, f.sha256, f.size, f.version, f.upload_time, f.requires_python,
+            None if cache else f.metadata_sha256, f.yanked, provenance))
+    return admitted
+
+
+def upstream_entries(settings: Settings, project: str) -> list[FileEntry]:
+    """The upstream files of ``project`` a listing here offers now (``admitted_upstream``)."""
+    return admitted_upstream(settings, project).entries
+
+
+def audit_exceptions(settings: Settings, repo: str, project: str,
+                     used: list[tuple[str, str]]) -> None:
+    """A listing was written that offers files only a ``policy.exceptions`` entry lets
+    through: one audit line each."""
+    tree = Tree.of(settings)
+    for filename, exception in used:
+        append_audit(tree, {"time": utc_timestamp(), "user": None, "action": "policy-exception",
+                            "repo": repo, "project": project, "filename": filename,
+                            "exception": exception})
 
 
 def tracks(settings: Settings, project: str) -> list[str]:
     """PEP 708: an overlay listing tracks the upstream's project."""
     return [make_upstream(settings).project_url(project)]
+
+
+def check_cooldown(settings: Settings, project: str, entry: UpstreamFile) -> str | None:
+    """Refuse (403, with the reason) an upstream file the release-age policy holds back;
+    return the exception that lets it through, if one did."""
+    verdict = settings.cooldown.judge(project, entry.version, entry.upload_time, time.time())
+    if not verdict.admitted:
+        raise Forbidden(f"{entry.filename!r} is held back by this index's release-age policy: "
+                        f"{verdict.reason}")
+    return verdict.exception
 
 
 # -- the pull-through file cache -----------------------------------------------------------------
@@ -209,9 +261,11 @@ class Fetched:
 
 
 def fetch_file(settings: Settings, upstream: Upstream, project: NormalizedName,
-               filename: str, client: str | None = None) -> Fetched:
+               filename: str, client: str | None = None, *, cooldown: bool = True) -> Fetched:
     """A listed upstream file, into ``<root>/+upstream/<project>/``: downloaded once (under
-    a lock), published only if its size and sha256 match the listing."""
+    a lock), published only if its size and sha256 match the listing. With ``cooldown``
+    (not for ``pin``, an operator's explicit choice by hash), a file the release-age
+    policy holds back is refused."""
     dist = parse_dist_filename(filename)
     if dist.project != project:
         raise NotFound(f"{filename!r} is not a file of {project!r}")
@@ -227,16 +281,83 @@ def fetch_file(settings: Settings, upstream: Upstream, project: NormalizedName,
         entry = listing.file(filename) if listing.found else None
         if entry is None:
             raise NotFound(f"{filename!r} is not in the upstream's listing of {project!r}")
+        exception = check_cooldown(settings, project, entry) if cooldown else None
         folder.mkdir(parents=True, exist_ok=True)
         with new_file(final) as out:
             sha256, size = upstream.fetch_file(entry, out, settings.max_upload_bytes * 20)
         try:
-            append_audit(tree, {"time": utc_timestamp(), "user": None, "action": "cache",
-                                "repo": UPSTREAM_DIR, "project": project,
-                                "filename": filename, "sha256": sha256, "size": size,
-                                "client": client, "url": entry.url})
+            line = {"time": utc_timestamp(), "user": None, "action": "cache",
+                    "repo": UPSTREAM_DIR, "project": project, "filename": filename,
+                    "sha256": sha256, "size": size, "client": client, "url": entry.url}
+            if exception:
+                line["policy_exception"] = exception
+            append_audit(tree, line)
         except BaseException:
             with contextlib.suppress(OSError):
                 Writer().remove(final)  # not kept without its audit line
+            raise
+        return Fetched(final, True)
+
+
+# -- PEP 740 provenance, cached beside the file ------------------------------------------------
+
+PROVENANCE_SUFFIX = ".provenance"
+MAX_PROVENANCE_BYTES = 1024 * 1024
+
+
+def check_provenance(body: bytes, what: str) -> None:
+    """A PEP 740 provenance object, in shape (its signatures are the client's to verify)."""
+    try:
+        data = json.loads(body)
+        ok = isinstance(data, dict) and data.get("version") == 1 and \
+            isinstance(data.get("attestation_bundles"), list)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UpstreamError(f"Upstream sent no PEP 740 provenance object for {what}")
+
+
+def fetch_provenance(settings: Settings, upstream: Upstream, project: NormalizedName,
+                     filename: str, client: str | None = None, *, cooldown: bool = True
+                     ) -> Fetched:
+    """The upstream's PEP 740 provenance of a listed file, from the URL its listing gives
+    (and nowhere else), into ``<root>/+upstream/<project>/<filename>.provenance``."""
+    dist = parse_dist_filename(filename)
+    if dist.project != project:
+        raise NotFound(f"{filename!r} is not a file of {project!r}")
+    if is_claimed(settings, project):
+        raise NotFound(f"{project!r} is not looked up upstream")
+    tree = Tree.of(settings)
+    final = settings.root / UPSTREAM_DIR / project / f"{filename}{PROVENANCE_SUFFIX}"
+    with locked(tree, f"+fetch-{project}"):
+        if final.exists():
+            return Fetched(final, False)
+        listing = get_listing(settings, upstream, project)
+        entry = listing.file(filename) if listing.found else None
+        if entry is None or not entry.provenance:
+            raise NotFound(f"The upstream lists no provenance for {filename!r}")
+        if cooldown:
+            check_cooldown(settings, project, entry)
+        resp = upstream.get(entry.provenance, {"Accept": "application/json"})
+        try:
+            if resp.status != 200:
+                raise UpstreamError(f"Upstream answered {resp.status} for the provenance of "
+                                    f"{filename!r}")
+            body = resp.read(MAX_PROVENANCE_BYTES)
+        finally:
+            resp.close()
+        check_provenance(body, repr(filename))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with new_file(final) as out:
+            out.write(body)
+        try:
+            append_audit(tree, {"time": utc_timestamp(), "user": None,
+                                "action": "cache-provenance", "repo": UPSTREAM_DIR,
+                                "project": project, "filename": filename,
+                                "sha256": hashlib.sha256(body).hexdigest(),
+                                "client": client, "url": entry.provenance})
+        except BaseException:
+            with contextlib.suppress(OSError):
+                Writer().remove(final)
             raise
         return Fetched(final, True)

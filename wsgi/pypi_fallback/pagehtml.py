@@ -164,6 +164,7 @@ class ProjectView:
     overlay: bool = False
     claimed: str | None = None  # why the name never falls back upstream, if it does not
     repos: tuple[str, ...] = field(default_factory=tuple)  # repos holding files here
+    status: tuple[tuple[str, str, str | None], ...] = ()  # PEP 792: (repo, status, reason)
 
 
 def render_project_page(view: ProjectView) -> bytes:

@@ -349,7 +349,10 @@ def project_view(settings: Settings, tree: Tree, project: NormalizedName,
     return ProjectView(
         name=project, latest=latest, metadata=metadata, versions=versions, install=install,
         trail=trail_rows, overlay=settings.is_overlay(project),
-        claimed=CLAIM_REASONS.get(claim or "", claim), repos=tuple(holders))
+        claimed=CLAIM_REASONS.get(claim or "", claim), repos=tuple(holders),
+        status=tuple((repo, records[repo]["status"]["status"],
+                      records[repo]["status"].get("reason")) for repo in holders
+                     if isinstance(records[repo].get("status"), dict)))
 
 
 def refresh_projects(settings: Settings, projects: Iterable[str], *, force: bool = False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -24,9 +25,10 @@ from packaging.version import InvalidVersion, Version
 from . import mirror
 from .config import Settings
 from .errors import BadRequest, FileExists, Forbidden, NotFound, PyPIFallbackError
+from .listing import PROJECT_STATUSES
 from .names import NormalizedName, parse_dist_filename, parse_project_name
 from .pages import refresh as refresh_pages
-from .regen import Records, Report, refresh_roots, render_project
+from .regen import SIDECAR_KEYS, SIDECARS, Records, Report, refresh_roots, render_project
 from .storage import (
     Tree,
     Undo,
@@ -100,6 +102,7 @@ class Copy:
     rec: dict[str, Any]
     audit: dict[str, Any]
     sha256: str
+    sidecars: tuple[tuple[str, Path], ...] = ()  # (".provenance", path): kept beside it
 
 
 def _publish_copies(settings: Settings, tree: Tree, project: NormalizedName, repo: str,
@@ -135,6 +138,11 @@ def _publish_copies(settings: Settings, tree: Tree, project: NormalizedName, rep
         for copy, _, final in staged:
             if copy.metadata is not None and copy.metadata.exists():
                 undo.write(final.with_name(final.name + ".metadata"), copy.metadata.read_bytes())
+            for suffix, src in copy.sidecars:
+                data = src.read_bytes()
+                if hashlib.sha256(data).hexdigest() != copy.rec.get(SIDECAR_KEYS[suffix]):
+                    raise VerifyFailed(f"{src} does not match its recorded sha256; run verify")
+                undo.write(final.with_name(final.name + suffix), data)
         for copy, tmp, final in staged:
             if not undo.link_new(tmp, final):
                 raise FileExists(f"File already exists: {repo}/{project}/{copy.name}")
@@ -179,8 +187,16 @@ def _rmdir_if_empty(path: Path) -> None:
 
 
 def _new_entry(rec: dict[str, Any], final: Path, **extra: Any) -> dict[str, Any]:
+    """A copied file's record: its upload time is when it entered this repository."""
     st = final.stat()
-    return {**rec, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "yanked": False, **extra}
+    return {**rec, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "yanked": False,
+            "upload_time": utc_timestamp(), **extra}
+
+
+def _sidecars(folder: Path, name: str, rec: dict[str, Any]) -> tuple[tuple[str, Path], ...]:
+    """The files kept beside ``name`` that its record vouches for."""
+    return tuple((suffix, folder / f"{name}{suffix}") for suffix in SIDECARS
+                 if rec.get(SIDECAR_KEYS[suffix]))
 
 
 @dataclass
@@ -231,7 +247,8 @@ def promote(settings: Settings, spec: str, src: str, dst: str, operator: str) ->
                                else None, rec,
                                {"time": utc_timestamp(), "user": operator, "action": "promote",
                                 "repo": dst, "from": src, "project": project, "filename": name,
-                                "sha256": rec["sha256"], "size": rec["size"]}, rec["sha256"]))
+                                "sha256": rec["sha256"], "size": rec["size"]}, rec["sha256"],
+                               _sidecars(folder, name, rec)))
             outcome.copied.append(name)
         if copies:
             _publish_copies(settings, tree, project, dst, records, copies, promoted_from=src)
@@ -301,7 +318,8 @@ def remove(settings: Settings, spec: str, repo: str, operator: str, force: bool 
             record["tombstones"][name] = {"sha256": old["sha256"], "time": utc_timestamp(),
                                           "why": reason or "removed", "by": operator}
             writer.remove(folder / name)
-            writer.remove(folder / f"{name}.metadata")
+            for suffix in (".metadata", *SIDECARS):
+                writer.remove(folder / f"{name}{suffix}")
             append_audit(tree, {"time": utc_timestamp(), "user": operator, "action": "remove",
                                 "repo": repo, "project": project, "filename": name,
                                 "sha256": old["sha256"], "reason": reason})
@@ -407,7 +425,8 @@ def pin(settings: Settings, pins: list[Pin], repo: str, operator: str,
                     outcome.skipped.append(f"{item.project}/{name}")
             copies = []
             for digest in sorted(wanted):
-                name, src, rec = _find_pinned(settings, tree, upstream, item, digest, records)
+                name, src, rec, sidecars = _find_pinned(settings, tree, upstream, item, digest,
+                                                        records)
                 if name in target["files"] or name in target["tombstones"]:
                     raise FileExists(f"{item.where}: {repo}/{item.project}/{name} exists with "
                                      "other contents (or was removed)")
@@ -415,7 +434,7 @@ def pin(settings: Settings, pins: list[Pin], repo: str, operator: str,
                                    {"time": utc_timestamp(), "user": operator,
                                     "action": "pin", "repo": repo, "project": item.project,
                                     "filename": name, "sha256": digest, "size": rec["size"]},
-                                   digest))
+                                   digest, sidecars))
             try:
                 if copies:
                     _publish_copies(settings, tree, item.project, repo, records, copies,
@@ -427,11 +446,16 @@ def pin(settings: Settings, pins: list[Pin], repo: str, operator: str,
 
 
 def _find_pinned(settings: Settings, tree: Tree, upstream: Upstream, item: Pin,
-                 digest: str, records: Records) -> tuple[str, Path, dict[str, Any]]:
+                 digest: str, records: Records
+                 ) -> tuple[str, Path, dict[str, Any], tuple[tuple[str, Path], ...]]:
+    """The pinned file: from a local repo, else from the upstream (through the cache, with
+    its PEP 740 provenance when the upstream lists one). Pinning is an operator's choice by
+    hash: the release-age policy does not hold it back."""
     for (r, _), record in records.items():
         for name, rec in record["files"].items():
             if rec["sha256"] == digest:
-                return name, tree.project_dir(r, item.project) / name, dict(rec)
+                folder = tree.project_dir(r, item.project)
+                return name, folder / name, dict(rec), _sidecars(folder, name, rec)
     if mirror.is_claimed(settings, item.project):
         raise NotFound(f"{item.where}: {item.project} is a local (claimed) name and no local "
                        f"file has sha256 {digest}")
@@ -441,12 +465,19 @@ def _find_pinned(settings: Settings, tree: Tree, upstream: Upstream, item: Pin,
             if parse_dist_filename(f.filename).version != item.version:
                 raise BadRequest(f"{item.where}: the file with that hash is {f.filename}, "
                                  f"not version {item.version}")
-            fetched = mirror.fetch_file(settings, upstream, item.project, f.filename)
+            fetched = mirror.fetch_file(settings, upstream, item.project, f.filename,
+                                        cooldown=False)
             rec = {"sha256": digest, "size": fetched.path.stat().st_size,
                    "version": str(item.version), "requires_python": f.requires_python,
-                   "metadata_sha256": None, "upload_time": f.upload_time or utc_timestamp(),
-                   "source": f.url}
-            return f.filename, fetched.path, rec
+                   "metadata_sha256": None, "upload_time": utc_timestamp(),
+                   "upstream_upload_time": f.upload_time, "source": f.url}
+            sidecars: tuple[tuple[str, Path], ...] = ()
+            if f.provenance:
+                prov = mirror.fetch_provenance(settings, upstream, item.project, f.filename,
+                                               cooldown=False).path
+                rec["provenance_sha256"] = hashlib.sha256(prov.read_bytes()).hexdigest()
+                sidecars = ((mirror.PROVENANCE_SUFFIX, prov),)
+            return f.filename, fetched.path, rec, sidecars
     raise NotFound(f"{item.where}: no file of {item.project}=={item.version} with sha256 "
                    f"{digest} locally or upstream")
 
@@ -482,6 +513,11 @@ def verify(settings: Settings, repos: Iterable[str] | None = None,
                 if rec.get("metadata_sha256") and (
                         not meta.exists() or sha256_file(meta) != rec["metadata_sha256"]):
                     problems.append(f"metadata missing or changed: {where}.metadata")
+                for suffix in SIDECARS:  # provenance, attestations
+                    side = file.with_name(name + suffix)
+                    if rec.get(SIDECAR_KEYS[suffix]) and (
+                            not side.exists() or sha256_file(side) != rec[SIDECAR_KEYS[suffix]]):
+                        problems.append(f"{suffix[1:]} missing or changed: {where}{suffix}")
     return checked, problems
 
 
@@ -505,3 +541,44 @@ def read_audit(settings: Settings, project: str | None = None, user: str | None 
             if since and str(entry.get("time", "")) < since:
                 continue
             yield entry
+
+
+# -- PEP 792 project status ------------------------------------------------------------------
+
+
+def set_status(settings: Settings, name: str, status: str, reason: str | None,
+               repo: str | None, operator: str) -> list[str]:
+    """Mark a local project ``archived``, ``quarantined`` or ``deprecated`` (with a reason),
+    or ``active`` again, in ``repo`` or in every repo holding it; returns those repos.
+    Listings say it (PEP 792); archived and quarantined projects take no uploads and a
+    quarantined one offers no files."""
+    if status not in PROJECT_STATUSES:
+        raise BadRequest(f"{status!r} is not a project status (one of "
+                         f"{', '.join(PROJECT_STATUSES)})")
+    project = parse_project_name(name, "argument")
+    if repo:
+        _check_repo(settings, repo)
+    tree = Tree.of(settings)
+    changed = []
+    with locked(tree, project):
+        for r in [repo] if repo else list(settings.repos):
+            records: Records = {}
+            record = records[(r, project)] = load_record(tree, r, project)
+            if not record["files"]:
+                continue
+            previous = record.get("status")
+            if status == "active" and not reason:
+                record.pop("status", None)
+            else:
+                record["status"] = {"status": status, "reason": reason or None,
+                                    "by": operator, "time": utc_timestamp()}
+            append_audit(tree, {"time": utc_timestamp(), "user": operator, "action": "status",
+                                "repo": r, "project": project, "status": status,
+                                "reason": reason, "previous": previous})
+            Writer().write(tree.record_path(r, project), dump_record(record))
+            _rebuild(settings, tree, project, r, records)
+            changed.append(r)
+    if not changed:
+        raise NotFound(f"No files of {project!r}{' in ' + repo if repo else ''}: a status is "
+                       "set on a project published here")
+    return changed

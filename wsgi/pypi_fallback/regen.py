@@ -25,8 +25,10 @@ from .archive import inspect_dist
 from .config import Settings
 from .errors import InvalidArchive, InvalidFilename, MetadataMismatch
 from .listing import (
+    PROJECT_STATUSES,
     TYPE_MAP,
     FileEntry,
+    ProjectStatus,
     build_project_page,
     build_root_page,
     merge_files,
@@ -42,6 +44,7 @@ from .names import (
     parse_project_name,
 )
 from .pages import refresh as refresh_pages
+from .policywatch import record_policy
 from .storage import (
     LISTING_FILES,
     UPSTREAM_DIR,
@@ -120,7 +123,8 @@ def scan_project(tree: Tree, repo: str, project: NormalizedName, record: dict[st
     for name in undone:
         # a publish that died before it was complete: it was never published; take it back
         writer.remove(folder / name)
-        writer.remove(folder / f"{name}.metadata")
+        for suffix in (".metadata", *SIDECARS):
+            writer.remove(folder / f"{name}{suffix}")
         del files[name]
         report.removed.append(f"{repo}/{project}/{name}")
         changed = True
@@ -140,6 +144,10 @@ def scan_project(tree: Tree, repo: str, project: NormalizedName, record: dict[st
     for name in [n for n in files if n not in present]:
         _tombstone(record, name, "deleted from disk")
         changed = True
+    for name in [n for n in metadata_files if n.endswith(SIDECARS)]:
+        metadata_files.remove(name)
+        if _check_sidecar(tree, repo, folder, files, name, report):
+            changed = True
     for name in metadata_files:
         dist_name = name[: -len(".metadata")]
         rec = files.get(dist_name)
@@ -156,6 +164,32 @@ def scan_project(tree: Tree, repo: str, project: NormalizedName, record: dict[st
         except (OSError, ValueError, InvalidFilename, InvalidArchive, MetadataMismatch) as exc:
             report.skipped(f"{repo}/{project}/{name}", exc)
     return changed
+
+
+# Files kept beside a distribution, with the record key of their sha256: the PEP 740
+# provenance object (fetched from the upstream, carried by pin and promote) and the
+# attestations an uploader sent (twine --attestations).
+SIDECARS = (".provenance", ".attestations")
+SIDECAR_KEYS = {".provenance": "provenance_sha256", ".attestations": "attestations_sha256"}
+
+
+def _check_sidecar(tree: Tree, repo: str, folder: Path, files: dict[str, Any], name: str,
+                   report: Report) -> bool:
+    """A sidecar is kept when its record says this program wrote those bytes; otherwise it
+    goes to quarantine (and the record forgets it). Returns whether the record changed."""
+    suffix = next(s for s in SIDECARS if name.endswith(s))
+    rec = files.get(name[: -len(suffix)])
+    key = SIDECAR_KEYS[suffix]
+    try:
+        if rec is not None and rec.get(key) and hashlib.sha256(
+                _regular_bytes(os.path.join(folder, name))).hexdigest() == rec[key]:
+            return False
+        _reject(tree, repo, folder / name, f"{name!r} is not a file this program wrote "
+                "beside a distribution (or its bytes changed)", report)
+    except OSError as exc:
+        report.skipped(f"{repo}/{folder.name}/{name}", exc)
+        return False
+    return rec is not None and rec.pop(key, None) is not None
 
 
 def _scan_entry(tree: Tree, repo: str, project: NormalizedName, record: dict[str, Any],
@@ -176,7 +210,7 @@ def _scan_entry(tree: Tree, repo: str, project: NormalizedName, record: dict[str
         return False
     if name in LISTING_FILES or name in undone:
         return False
-    if name.endswith(".metadata") and entry.is_file(follow_symlinks=False):
+    if name.endswith((".metadata", *SIDECARS)) and entry.is_file(follow_symlinks=False):
         metadata_files.append(name)
         return False
     if not entry.is_file(follow_symlinks=False):
@@ -236,7 +270,9 @@ def _validate_new_file(tree: Tree, repo: str, project: NormalizedName, path: Pat
     if dist.kind == "wheel":
         writer.write(path.with_name(path.name + ".metadata"), meta.raw)
         metadata_sha256 = hashlib.sha256(meta.raw).hexdigest()
-    upload_time = utc_timestamp(path.stat().st_mtime)
+    # when the file entered this repository: its ctime (set by the copy or rename that put
+    # it here; scp -p keeps an older mtime, never an older ctime)
+    upload_time = utc_timestamp(path.stat().st_ctime)
     return file_record(path, sha256, str(dist.version), meta.requires_python,
                        metadata_sha256, upload_time)
 
@@ -272,11 +308,14 @@ def render_project(settings: Settings, tree: Tree, project: NormalizedName,
             layers.append([FileEntry.from_record(n, r, file_url(repo, holder, project, n))
                            for n, r in files.items() if not r.get("pending")])
         tracked: list[str] = []
+        admitted = mirror.Admitted()
         if settings.reaches_upstream(repo) and is_public(settings, project, [
                 _record(tree, holder, project, records) for holder in settings.chain(repo)]):
-            layers.append(mirror.upstream_entries(settings, project))
+            admitted = mirror.admitted_upstream(settings, project)
+            layers.append(admitted.entries)
             tracked = mirror.tracks(settings, project)
-        page = build_project_page(project, merge_files(layers), tracked)
+        status = local_status(settings.chain(repo), project, records, tree) or admitted.status
+        page = build_project_page(project, merge_files(layers), tracked, status)
         body = render_json(page)
         fingerprint = hashlib.sha256(body).hexdigest()
         if os.path.islink(folder):  # never written through (the repo pass quarantines it)
@@ -298,7 +337,20 @@ def render_project(settings: Settings, tree: Tree, project: NormalizedName,
         record["listing_html"] = hashlib.sha256(html).hexdigest()
         _changed(tree, repo, project, record, writer, dirty)
         report.listings += 1
+        if admitted.exceptions and page["files"]:
+            mirror.audit_exceptions(settings, repo, project, admitted.exceptions)
     return roots_changed
+
+
+def local_status(chain: Iterable[str], project: NormalizedName, records: Records,
+                 tree: Tree) -> ProjectStatus | None:
+    """PEP 792: the status set with ``status`` in the nearest repo of ``chain`` that has
+    one (None: none set, which means active)."""
+    for holder in chain:
+        state = _record(tree, holder, project, records).get("status")
+        if isinstance(state, dict) and state.get("status") in PROJECT_STATUSES:
+            return ProjectStatus(state["status"], state.get("reason"))
+    return None
 
 
 def listing_intact(root: Path, folder: Path, body: bytes, html_sha256: str | None) -> bool:
@@ -426,6 +478,10 @@ def regenerate(settings: Settings, repos: Sequence[str] | None = None,
         report.projects += len(chunk)
         if progress:
             progress(start + len(chunk), len(projects))
+    if not names:  # files age in, the policy may have changed: the cache-mode pages too
+        rerender_upstream_pages(settings, report)
+        with contextlib.suppress(OSError):
+            record_policy(settings)  # the listings follow this policy now
     try:
         refresh_roots(settings, render_repos if not names else settings.viewers(roots))
     except OSError as exc:
@@ -493,18 +549,53 @@ def refresh_upstream_listings(settings: Settings, names: Sequence[str], report: 
 
 def render_upstream_page(settings: Settings, project: NormalizedName, writer: Writer) -> bool:
     """Cache mode: the listing under ``+upstream`` Apache serves for a project no local repo
-    holds, with links through this server. Returns whether one was written."""
+    holds, with links through this server, the files the release-age policy admits now and
+    what the upstream says of the project (PEP 708, 792). Returns whether it was (re)written:
+    an unchanged listing is left alone."""
     if settings.fallback_mode != "cache":
         return False
-    entries = mirror.upstream_entries(settings, project)
     listing = mirror.load_listing(Tree.of(settings), project)
     if listing is None or not listing.found:
         return False
+    admitted = mirror.admitted_upstream(settings, project)
     folder = settings.root / UPSTREAM_DIR / project
-    page = build_project_page(project, merge_files([entries]))
-    write_listing(writer, settings.root, folder, render_json(page), render_project_html(page),
-                  TYPE_MAP)
+    page = build_project_page(project, merge_files([admitted.entries]), admitted.tracks,
+                              admitted.status, admitted.alternate_locations)
+    body = render_json(page)
+    with contextlib.suppress(OSError):
+        if _regular_bytes(os.path.join(folder, "index.v1_json")) == body and \
+                os.path.isfile(folder / "index.html"):
+            return False
+    write_listing(writer, settings.root, folder, body, render_project_html(page), TYPE_MAP)
+    if admitted.exceptions and page["files"]:
+        mirror.audit_exceptions(settings, UPSTREAM_DIR, project, admitted.exceptions)
     return True
+
+
+def rerender_upstream_pages(settings: Settings, report: Report) -> int:
+    """Cache mode: bring every ``+upstream`` listing on disk in line with the release-age
+    policy now (files age in; the policy may have changed). Returns how many changed."""
+    if settings.fallback_mode != "cache":
+        return 0
+    tree = Tree.of(settings)
+    try:
+        folders = tree.projects_on_disk(UPSTREAM_DIR)
+    except OSError as exc:
+        report.skipped(UPSTREAM_DIR, exc)
+        return 0
+    changed = 0
+    for name in folders:
+        if not is_normalized_name(name):
+            continue
+        project = NormalizedName(name)
+        try:
+            with locked(tree, f"+fetch-{project}"):
+                if render_upstream_page(settings, project, Writer()):
+                    changed += 1
+        except (OSError, ValueError) as exc:
+            report.skipped(f"{UPSTREAM_DIR}/{project}", exc)
+    report.listings += changed
+    return changed
 
 
 def _projects_to_visit(tree: Tree, scan_repos: Sequence[str], render_repos: Sequence[str],
@@ -603,3 +694,22 @@ def terminal_progress(done: int, total: int) -> None:
         end = "\n" if done >= total else ""
         sys.stderr.write(f"\rregen-index: {done}/{total} projects{end}")
         sys.stderr.flush()
+
+
+def apply_policy(settings: Settings) -> Report:
+    """Bring every listing that holds upstream files in line with the release-age policy
+    now: the cache-mode pages under ``+upstream`` and the listings of public projects
+    published here (overlays, pinned files). Run by the app when the policy changes; every
+    full ``regen-index`` run does the same."""
+    tree = Tree.of(settings)
+    report = Report()
+    rerender_upstream_pages(settings, report)
+    folder = tree.state / "upstream"
+    cached = sorted(p.name[:-5] for p in folder.glob("*.json")) if folder.is_dir() else []
+    local = [n for n in cached if is_normalized_name(n) and any(
+        tree.record_path(r, NormalizedName(n)).exists() for r in settings.repos)]
+    if local:
+        done = regenerate(settings, names=local)
+        report.listings += done.listings
+        report.errors += done.errors
+    return report

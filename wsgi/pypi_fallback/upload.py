@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -25,13 +26,14 @@ from .errors import (
     BadRequest,
     DigestMismatch,
     FileExists,
+    Forbidden,
     Gone,
     MetadataMismatch,
     PyPIFallbackError,
     TooLarge,
 )
 from .names import Dist, NormalizedName, parse_dist_filename, parse_project_name
-from .regen import Records, Report, file_record, render_project
+from .regen import SIDECARS, Records, Report, file_record, local_status, render_project
 from .storage import (
     Tree,
     Undo,
@@ -60,6 +62,7 @@ class Upload:
     dist: Dist
     sha256: str | None
     blake2_256: str | None
+    attestations: bytes | None = None  # twine --attestations: kept beside the file
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,28 @@ def check_form(fields: Mapping[str, str], filename: str | None) -> Upload:
     blake2 = fields.get("blake2_256_digest", "").strip().lower() or None
     if not sha256 and not blake2:
         raise BadRequest("Missing sha256_digest or blake2_256_digest")
-    return Upload(dist, sha256, blake2)
+    return Upload(dist, sha256, blake2, check_attestations(fields.get("attestations")))
+
+
+MAX_ATTESTATIONS_BYTES = 1024 * 1024
+
+
+def check_attestations(text: str | None) -> bytes | None:
+    """twine's ``attestations`` field: a JSON list of attestation objects (PEP 740), kept
+    as sent. Their signatures are not verified here (no trusted publisher here)."""
+    if text is None or not text.strip():
+        return None
+    data = text.encode("utf-8", "surrogateescape")
+    if len(data) > MAX_ATTESTATIONS_BYTES:
+        raise BadRequest(f"attestations too large (over {MAX_ATTESTATIONS_BYTES} bytes)")
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise BadRequest("attestations is not JSON") from None
+    if not isinstance(value, list) or not value or not all(
+            isinstance(a, dict) and "envelope" in a for a in value):
+        raise BadRequest("attestations must be a JSON list of PEP 740 attestation objects")
+    return data
 
 
 def check_form_body(content_type: str, boundary: str | None, body: IO[bytes]) -> None:
@@ -207,7 +231,7 @@ def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[by
             entry["token"] = token
         with locked(tree, dist.project):
             status, roots = _publish(settings, tree, repo, dist, tmp, sha256, meta.raw,
-                                     meta.requires_python, entry, claim)
+                                     meta.requires_python, entry, claim, upload.attestations)
             if status == "created":
                 made.clear()
     finally:
@@ -247,7 +271,8 @@ def check_same_file_spelled_once(dist: Dist, filenames: Iterable[str]) -> None:
 
 def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, sha256: str,
              metadata: bytes, requires_python: str | None, audit: dict[str, Any],
-             claim: str | None) -> tuple[Literal["created", "exists"], tuple[str, ...]]:
+             claim: str | None, attestations: bytes | None = None
+             ) -> tuple[Literal["created", "exists"], tuple[str, ...]]:
     """Under the project lock: refuse reuse, then publish (see ``publish_steps``).
 
     Returns what happened and the repos whose root listing now lacks the project."""
@@ -271,6 +296,10 @@ def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, s
                                           if not f.get("pending")), *record["tombstones"]])
     if known:
         return "exists", ()
+    status = local_status(settings.chain(repo), dist.project, records, tree)
+    if status is not None and status.status in ("archived", "quarantined"):  # PEP 792
+        raise Forbidden(f"{dist.project!r} is {status.status} in this index"
+                        f"{': ' + status.reason if status.reason else ''}; no new files")
     if os.path.lexists(final):
         raise FileExists(f"File already exists: {dist.filename!r} is on disk in {repo}, "
                          "waiting for regen-index")
@@ -287,14 +316,17 @@ def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, s
         # 2. the metadata
         if metadata_sha256:
             undo.write(final.with_name(final.name + ".metadata"), metadata)
+        if attestations:
+            undo.write(final.with_name(final.name + ".attestations"), attestations)
+            rec["attestations_sha256"] = hashlib.sha256(attestations).hexdigest()
         undo.then(lambda: _unlink(tmp), first=True)  # frees the space the rest of a rollback needs
         # 3. the distribution, visible last; then the audit line, the record and listings
         if not undo.link_new(tmp, final):
             raise FileExists(f"File already exists: {dist.filename!r} is on disk in {repo}, "
                              "waiting for regen-index")
         os.unlink(tmp)  # before the record's stat: a link count change moves the ctime
-        rec = file_record(final, sha256, str(dist.version), requires_python, metadata_sha256,
-                          rec["upload_time"])
+        rec = {**rec, **file_record(final, sha256, str(dist.version), requires_python,
+                                    metadata_sha256, rec["upload_time"])}
         record["files"][dist.filename] = rec
         roots = render_project(settings, tree, dist.project, settings.dependents(repo),
                                records, undo_writer(undo, tree, settings, dist.project, repo,
@@ -344,6 +376,7 @@ def undo_pending(tree: Tree, repo: str, project: NormalizedName, record: dict[st
     folder = tree.project_dir(repo, project)
     writer = Writer()
     writer.remove(folder / filename)
-    writer.remove(folder / f"{filename}.metadata")
+    for suffix in (".metadata", *SIDECARS):
+        writer.remove(folder / f"{filename}{suffix}")
     record["files"].pop(filename, None)
     writer.write(tree.record_path(repo, project), dump_record(record))

@@ -91,6 +91,17 @@ class UpstreamFile:
     size: int | None = None
     upload_time: str | None = None
     version: str = ""
+    provenance: str | None = None  # PEP 740: the URL of the upstream's provenance object
+
+
+@dataclass(frozen=True)
+class ProjectMeta:
+    """What an upstream project page says about the project itself."""
+
+    status: str | None = None  # PEP 792 (None: not said, which means active)
+    status_reason: str | None = None
+    tracks: tuple[str, ...] = ()  # PEP 708
+    alternate_locations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,7 @@ class UpstreamListing:
     fetched: float = 0.0
     etag: str | None = None
     last_modified: str | None = None
+    meta: ProjectMeta = ProjectMeta()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -113,8 +125,12 @@ class UpstreamListing:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> UpstreamListing:
         files = tuple(UpstreamFile(**f) for f in data.get("files", ()))
+        meta = data.get("meta") or {}
         return cls(data["project"], data["url"], data["found"], files, data.get("fetched", 0.0),
-                   data.get("etag"), data.get("last_modified"))
+                   data.get("etag"), data.get("last_modified"),
+                   ProjectMeta(meta.get("status"), meta.get("status_reason"),
+                               tuple(meta.get("tracks", ())),
+                               tuple(meta.get("alternate_locations", ()))))
 
     def file(self, filename: str) -> UpstreamFile | None:
         return next((f for f in self.files if f.filename == filename), None)
@@ -143,7 +159,30 @@ def _checked(project: str, filename: str, url: str, **kw: Any) -> UpstreamFile |
     return UpstreamFile(filename=filename, url=url, version=str(dist.version), **kw)
 
 
+_STATUSES = ("active", "archived", "quarantined", "deprecated")  # PEP 792
+
+
+def _urls(value: Any, page_url: str) -> tuple[str, ...]:
+    """PEP 708 URL lists: http(s) URLs only, resolved against the page."""
+    if not isinstance(value, list):
+        return ()
+    urls = (urljoin(page_url, v) for v in value[:20] if isinstance(v, str) and len(v) < 2000)
+    return tuple(u for u in urls if urlsplit(u).scheme in ("http", "https"))
+
+
+def _status(status: Any, reason: Any) -> tuple[str | None, str | None]:
+    if status not in _STATUSES:
+        return None, None
+    return status, reason[:1000] if isinstance(reason, str) and reason else None
+
+
 def parse_json_listing(project: str, body: bytes, page_url: str) -> list[UpstreamFile]:
+    return parse_json_page(project, body, page_url)[0]
+
+
+def parse_json_page(project: str, body: bytes, page_url: str
+                    ) -> tuple[list[UpstreamFile], ProjectMeta]:
+    """A PEP 691 project page: its files, and what it says of the project (PEP 708, 792)."""
     try:
         data = json.loads(body)
         entries = data["files"]
@@ -152,6 +191,12 @@ def parse_json_listing(project: str, body: bytes, page_url: str) -> list[Upstrea
     except (ValueError, KeyError, TypeError) as exc:
         raise UpstreamError(f"Malformed JSON listing from upstream for {project!r}: {exc}") \
             from None
+    meta = data.get("meta") if isinstance(data.get("meta"), Mapping) else {}
+    state = data.get("project-status") if isinstance(data.get("project-status"), Mapping) \
+        else {}
+    status, reason = _status(state.get("status"), state.get("reason"))
+    project_meta = ProjectMeta(status, reason, _urls(meta.get("tracks"), page_url),
+                               _urls(data.get("alternate-locations"), page_url))
     files = []
     for entry in entries:
         if not isinstance(entry, Mapping) or not isinstance(entry.get("filename"), str) \
@@ -162,6 +207,7 @@ def parse_json_listing(project: str, body: bytes, page_url: str) -> list[Upstrea
         rp = entry.get("requires-python")
         size = entry.get("size")
         upload_time = entry.get("upload-time")
+        provenance = entry.get("provenance")
         record = _checked(
             project, entry["filename"], urljoin(page_url, entry["url"]),
             sha256=_hash_of(entry.get("hashes")),
@@ -170,22 +216,37 @@ def parse_json_listing(project: str, body: bytes, page_url: str) -> list[Upstrea
             metadata_sha256=_hash_of(meta),
             size=size if isinstance(size, int) and not isinstance(size, bool) else None,
             upload_time=upload_time if isinstance(upload_time, str) else None,
+            provenance=_provenance_url(provenance, page_url),
         )
         if record:
             files.append(record)
-    return files
+    return files, project_meta
+
+
+def _provenance_url(value: Any, page_url: str) -> str | None:
+    if not isinstance(value, str) or not value or len(value) > 2000:
+        return None
+    url = urljoin(page_url, value)
+    parts = urlsplit(url)
+    return url if parts.scheme in ("http", "https") and "@" not in parts.netloc else None
 
 
 class _Anchors(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.anchors: list[tuple[dict[str, str | None], str]] = []
+        self.metas: list[tuple[str, str]] = []
         self._open: dict[str, str | None] | None = None
         self._text: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
             self._open, self._text = dict(attrs), []
+        elif tag == "meta" and len(self.metas) < 100:
+            values = dict(attrs)
+            name, content = values.get("name"), values.get("content")
+            if name and name.startswith("pypi:") and content is not None:
+                self.metas.append((name, content))
 
     def handle_data(self, data: str) -> None:
         if self._open is not None:
@@ -203,6 +264,12 @@ def _fragment_hash(fragment: str, name: str) -> str | None:
 
 
 def parse_html_listing(project: str, body: bytes, page_url: str) -> list[UpstreamFile]:
+    return parse_html_page(project, body, page_url)[0]
+
+
+def parse_html_page(project: str, body: bytes, page_url: str
+                    ) -> tuple[list[UpstreamFile], ProjectMeta]:
+    """A PEP 503 project page: its links, and its ``pypi:`` meta tags (PEP 708, 792)."""
     parser = _Anchors()
     try:
         parser.feed(body.decode("utf-8"))
@@ -226,10 +293,17 @@ def parse_html_listing(project: str, body: bytes, page_url: str) -> list[Upstrea
             requires_python=attrs.get("data-requires-python"),
             yanked=(yanked_attr or True) if yanked_attr is not None else False,
             metadata_sha256=_fragment_hash(meta, "sha256") if meta else None,
+            provenance=_provenance_url(attrs.get("data-provenance"), page_url),
         )
         if record:
             files.append(record)
-    return files
+    metas: dict[str, list[str]] = {}
+    for name, content in parser.metas:
+        metas.setdefault(name, []).append(content)
+    status, reason = _status(next(iter(metas.get("pypi:project-status", [])), None),
+                             next(iter(metas.get("pypi:project-status-reason", [])), None))
+    return files, ProjectMeta(status, reason, _urls(metas.get("pypi:tracks"), page_url),
+                              _urls(metas.get("pypi:alternate-locations"), page_url))
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
@@ -425,7 +499,8 @@ class Upstream:
                                     f"{resp.url}")
             if resp.status == 304 and previous:
                 return UpstreamListing(project, previous.url, previous.found, previous.files,
-                                       time.time(), previous.etag, previous.last_modified)
+                                       time.time(), previous.etag, previous.last_modified,
+                                       previous.meta)
             if resp.status == 404:
                 return UpstreamListing(project, resp.url, False, fetched=time.time())
             if resp.status != 200:
@@ -433,13 +508,14 @@ class Upstream:
             body = resp.read(MAX_LISTING_BYTES)
             ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if ctype == "application/vnd.pypi.simple.v1+json":
-                files = parse_json_listing(project, body, resp.url)
+                files, meta = parse_json_page(project, body, resp.url)
             elif ctype in ("text/html", "application/vnd.pypi.simple.v1+html"):
-                files = parse_html_listing(project, body, resp.url)
+                files, meta = parse_html_page(project, body, resp.url)
             else:
                 raise UpstreamError(f"Upstream answered {ctype or 'no type'!r} for {url}")
             return UpstreamListing(project, resp.url, True, tuple(files), time.time(),
-                                   resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
+                                   resp.headers.get("ETag"), resp.headers.get("Last-Modified"),
+                                   meta)
         finally:
             resp.close()
 
