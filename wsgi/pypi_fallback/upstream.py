@@ -12,15 +12,23 @@ deadline but must keep a minimum rate over each window, so a large file on a slo
 still arrives while a stalled one fails. Failures are remembered for a short while (the
 next caller fails at once instead of waiting again), and at most ``max_concurrent``
 requests run at once per client: the others are refused at once (503).
+
+Connections are kept alive and reused (a small pool per scheme, host and port): a
+connection goes back to the pool only when its answer was read to the end in time, and a
+reused connection that the upstream closed meanwhile is replaced once, at once (a GET may
+be sent again). ``http.client`` plus this pool is kept over urllib3: the watchdog needs
+the socket of the request in flight, and urllib3's timeouts are per read, not a total.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import http.client
 import json
 import os
+import select
 import socket
 import ssl
 import subprocess
@@ -45,6 +53,8 @@ USER_AGENT = "pypi-fallback"
 MIN_RATE = 16 * 1024  # bytes a second a file body must average over each window
 NEGATIVE_TTL = 15.0  # seconds a failure is remembered
 MAX_CONCURRENT = 8  # upstream requests at once, per client (per daemon process)
+MAX_IDLE_SECONDS = 30.0  # a pooled connection unused for longer is closed, not reused
+DRAIN_BYTES = 64 * 1024  # an unread body up to this size is read so its connection is kept
 
 
 class UpstreamError(PyPIFallbackError):
@@ -244,6 +254,7 @@ class _Response:
     resp: http.client.HTTPResponse
     watchdog: _Watchdog
     release: Any = None  # gives back the client's slot when closed
+    reuse: Any = None  # takes the connection back into the pool when closed
 
     def keep_rate(self) -> None:
         """From now on the body needs no total deadline, only a minimum rate."""
@@ -295,9 +306,28 @@ class _Response:
     def read(self, cap: int) -> bytes:
         return b"".join(self.iter_body(cap))
 
+    def _reusable(self) -> bool:
+        """Whether the connection can carry another request: the answer was read to its
+        end (or a short unread one is read now), in time, and the server keeps it open."""
+        if self.watchdog.expired or self.resp.will_close:
+            return False
+        if not self.resp.isclosed():
+            declared = self.headers.get("Content-Length", "")
+            if not declared.isdigit() or int(declared) > DRAIN_BYTES:
+                return False
+            try:
+                self.resp.read(int(declared))
+            except (OSError, http.client.HTTPException):
+                return False
+        return self.resp.isclosed() and not self.watchdog.expired
+
     def close(self) -> None:
         self.watchdog.cancel()
-        self.conn.close()
+        if self.reuse is not None and self._reusable():
+            self.reuse(self.conn)
+        else:
+            self.conn.close()
+        self.reuse = None
         if self.release is not None:
             self.release()
             self.release = None
@@ -316,6 +346,10 @@ class Upstream:
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._failures: dict[str, tuple[float, UpstreamError]] = {}
         self._lock = threading.Lock()
+        self._max_idle = max_concurrent
+        self._idle: dict[tuple[str, str, int | None], list[tuple[float,
+                                                                 http.client.HTTPConnection]]] = {}
+        self.connections = 0  # opened so far (a figure for tests and benchmarks)
 
     def project_url(self, project: str) -> str:
         """The project's page; the name is quoted (names are validated long before, but a
@@ -341,37 +375,91 @@ class Upstream:
                 self._failures.clear()
             self._failures[urlsplit(url).netloc if host_wide else url] = (time.monotonic(), exc)
 
+    # -- the pool of kept-alive connections
+
+    def _pooled(self, key: tuple[str, str, int | None]) -> http.client.HTTPConnection | None:
+        """An idle connection to ``key`` that still looks open (none waiting to be read:
+        a readable idle socket means the server closed it or sent something unasked)."""
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                if not idle:
+                    return None
+                since, conn = idle.pop()
+            sock = conn.sock
+            try:
+                readable = sock is None or bool(select.select([sock], [], [], 0)[0])
+            except (OSError, ValueError):
+                readable = True
+            if now - since < MAX_IDLE_SECONDS and not readable:
+                return conn
+            conn.close()
+
+    def _give_back(self, key: tuple[str, str, int | None],
+                   conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < self._max_idle:
+                idle.append((time.monotonic(), conn))
+                return
+        conn.close()
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for _, conn in conns:
+                conn.close()
+
+    def _connect(self, scheme: str, host: str, port: int | None, timeout: float
+                 ) -> http.client.HTTPConnection:
+        self.connections += 1
+        if scheme == "https":
+            return http.client.HTTPSConnection(host, port, timeout=timeout,
+                                               context=ssl.create_default_context())
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+
     def _open(self, url: str, headers: Mapping[str, str], deadline: float) -> _Response:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UpstreamError(f"Not an http(s) URL: {url!r}")
-        timeout = max(0.1, min(self.timeout, deadline - time.monotonic()))
-        conn: http.client.HTTPConnection
-        if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
-                                               context=ssl.create_default_context())
-        else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        key = (parts.scheme, parts.hostname, parts.port)
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        watchdog = _Watchdog(conn, deadline - time.monotonic())
-        try:
-            conn.request("GET", path, headers={"User-Agent": USER_AGENT,
-                                               "Accept-Encoding": "identity", **headers})
-            resp = conn.getresponse()
-        except TimeoutError:
-            watchdog.cancel()
-            conn.close()
-            raise UpstreamTimeout(f"Upstream timed out: {url}") from None
-        except (OSError, http.client.HTTPException) as exc:
-            watchdog.cancel()
-            conn.close()
-            if watchdog.expired:
-                raise UpstreamTimeout(f"Upstream timed out (no answer in {self.total:.0f} "
-                                      f"s): {url}") from None
-            raise UpstreamError(f"Upstream unreachable: {url}: {exc}") from None
-        return _Response(resp.status, resp.headers, url, conn, resp, watchdog)
+        for attempt in (1, 2):
+            timeout = max(0.1, min(self.timeout, deadline - time.monotonic()))
+            conn = self._pooled(key) if attempt == 1 else None
+            reused = conn is not None
+            if conn is None:
+                conn = self._connect(parts.scheme, parts.hostname, parts.port, timeout)
+            else:
+                conn.timeout = timeout
+                if conn.sock is not None:
+                    conn.sock.settimeout(timeout)
+            watchdog = _Watchdog(conn, deadline - time.monotonic())
+            try:
+                conn.request("GET", path, headers={"User-Agent": USER_AGENT,
+                                                   "Accept-Encoding": "identity", **headers})
+                resp = conn.getresponse()
+            except TimeoutError:
+                watchdog.cancel()
+                conn.close()
+                raise UpstreamTimeout(f"Upstream timed out: {url}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                watchdog.cancel()
+                conn.close()
+                if watchdog.expired:
+                    raise UpstreamTimeout(f"Upstream timed out (no answer in {self.total:.0f} "
+                                          f"s): {url}") from None
+                if reused:  # the upstream closed a kept-alive connection: one new try
+                    continue
+                raise UpstreamError(f"Upstream unreachable: {url}: {exc}") from None
+            return _Response(resp.status, resp.headers, url, conn, resp, watchdog,
+                             reuse=functools.partial(self._give_back, key))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def get(self, url: str, headers: Mapping[str, str] | None = None) -> _Response:
         """GET following at most MAX_REDIRECTS redirects (http/https only). The response
@@ -443,23 +531,25 @@ class Upstream:
         finally:
             resp.close()
 
-    def fetch_file(self, entry: UpstreamFile, out: IO[bytes], cap: int) -> tuple[str, int]:
-        """Stream a listed file into ``out``; check its size and sha256 against the listing."""
+    def stream_file(self, entry: UpstreamFile, cap: int) -> Iterator[bytes]:
+        """A listed file's body, block by block as it arrives. The generator ends normally
+        only when size and sha256 matched the listing: a caller that holds back the last
+        block until then never passes on a complete-looking wrong file."""
         if not entry.sha256:
             raise UpstreamError(f"Upstream listing gives no sha256 for {entry.filename!r}")
         resp = self.get(entry.url)
+        digest, size = hashlib.sha256(), 0
         try:
             if resp.status != 200:
                 raise UpstreamError(f"Upstream answered {resp.status} for {entry.filename!r}")
             resp.keep_rate()  # no total deadline for a body: a minimum rate instead
-            digest, size = hashlib.sha256(), 0
             limit = entry.size if entry.size is not None else cap
             try:
                 for block in resp.iter_body(min(limit, cap), self.min_rate,
                                             max(3 * self.timeout, 5.0)):
                     digest.update(block)
                     size += len(block)
-                    out.write(block)
+                    yield block
             except UpstreamError as exc:
                 self._remember(entry.url, exc)
                 raise
@@ -471,7 +561,15 @@ class Upstream:
         if digest.hexdigest() != entry.sha256:
             raise UpstreamError(f"Upstream sent other bytes for {entry.filename!r} "
                                 "(sha256 differs from its listing)")
-        return digest.hexdigest(), size
+
+    def fetch_file(self, entry: UpstreamFile, out: IO[bytes], cap: int) -> tuple[str, int]:
+        """Stream a listed file into ``out``; check its size and sha256 against the listing."""
+        size = 0
+        for block in self.stream_file(entry, cap):
+            out.write(block)
+            size += len(block)
+        assert entry.sha256 is not None
+        return entry.sha256, size
 
     def reachable(self) -> bool:
         """Whether the upstream answers now (a failure remembered counts as no; raises
