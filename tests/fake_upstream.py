@@ -19,9 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FAULTS = ("blackhole", "503", "drip", "truncated", "wrong-bytes", "gzip", "redirect-loop",
           "huge", "malformed-html", "malformed-json", "other-project", "slow-headers",
-          "throttle", "hang")
+          "throttle", "hang", "throttle-wrong-bytes")
 # slow-headers: the status line and headers one byte a second (60 s at most)
 # throttle: bodies at ``rate`` bytes a second (in 10 chunks a second)
+# throttle-wrong-bytes: throttle, and the last byte of a file changed
 # hang: read the request, answer nothing until ``release()`` (or 60 s)
 
 
@@ -146,7 +147,7 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
             self.body(body, ctype, fault)
 
         def file(self, data: bytes, fault: str | None) -> None:
-            if fault == "wrong-bytes":
+            if fault in ("wrong-bytes", "throttle-wrong-bytes"):
                 data = data[:-1] + bytes([data[-1] ^ 1])
             self.body(data, "application/octet-stream", fault)
 
@@ -165,7 +166,7 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
                         return
                 self.close_connection = True
                 return
-            if fault == "throttle":
+            if fault in ("throttle", "throttle-wrong-bytes"):
                 self.send_response(200)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))

@@ -3,6 +3,8 @@ goes away; the local copy keeps installs working."""
 
 from __future__ import annotations
 
+import http.client
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -81,15 +83,63 @@ def test_one_download_per_file_under_concurrent_requests(cache_site: Deployment)
     assert [p for p in cache_site.upstream.requests if p.endswith(name)] == [f"/files/{name}"]
 
 
-def test_wrong_bytes_from_upstream_are_not_published(cache_site: Deployment) -> None:
+def test_a_cold_file_streams_while_it_downloads(cache_site: Deployment, tmp_path: Path) -> None:
+    """The first byte reaches the client long before the upstream's transfer ends; pip
+    installs it and the file is cached."""
+    up = cache_site.upstream
+    up.add("slow-pkg", wheel_name("slow-pkg", "1.0"),
+           wheel_bytes("slow-pkg", "1.0", payload=os.urandom(600_000)))
+    name = wheel_name("slow-pkg", "1.0")
+    size = len(up.files["slow-pkg"][name])
+    raw_get(cache_site.origin + "/pypi/+upstream/slow-pkg/")
+    up.fault, up.rate = "throttle", size // 3  # about 3 s for the whole file
+    conn = http.client.HTTPConnection("127.0.0.1", cache_site.port, timeout=30)
+    started = time.monotonic()
+    conn.request("GET", f"/pypi/+upstream/slow-pkg/{name}")
+    resp = conn.getresponse()
+    first = resp.read(1)
+    first_byte = time.monotonic() - started
+    rest = resp.read()
+    total = time.monotonic() - started
+    conn.close()
+    assert resp.status == 200 and first + rest == up.files["slow-pkg"][name]
+    assert resp.headers["Content-Length"] == str(size)
+    assert first_byte < 1.5 and total > 2.5, (first_byte, total)
+    assert (cache_site.settings.root / "+upstream" / "slow-pkg" / name).exists()
+    up.fault = None
+    again = pip_install(cache_site.url("dev"), tmp_path / "t", "slow-pkg")
+    assert again.returncode == 0, again.stdout + again.stderr + cache_site.error_log()
+
+
+def test_wrong_bytes_from_upstream_fail_pip_and_are_not_published(cache_site: Deployment,
+                                                                   tmp_path: Path) -> None:
+    up = cache_site.upstream
+    up.add("bad-bytes", wheel_name("bad-bytes", "2.0"),
+           wheel_bytes("bad-bytes", "2.0", payload=os.urandom(2_000_000)))
     raw_get(cache_site.origin + "/pypi/+upstream/bad-bytes/")
-    name = wheel_name("bad-bytes", "1.0")
-    cache_site.upstream.fault = "wrong-bytes"
+    name, big = wheel_name("bad-bytes", "1.0"), wheel_name("bad-bytes", "2.0")
+    up.fault = "wrong-bytes"
+    # a file that arrives in one piece is checked before the answer: 502
     status, _, body = raw_get(cache_site.origin + f"/pypi/+upstream/bad-bytes/{name}")
     assert status == 502 and b"sha256 differs" in body
+    # a streamed one ends short: never a complete-looking wrong file
+    up.fault, up.rate = "throttle-wrong-bytes", 1_000_000
+    conn = http.client.HTTPConnection("127.0.0.1", cache_site.port, timeout=30)
+    conn.request("GET", f"/pypi/+upstream/bad-bytes/{big}")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    with pytest.raises(http.client.IncompleteRead):
+        resp.read()
+    conn.close()
+    result = pip_install(cache_site.url("dev"), tmp_path / "t", "bad-bytes")
+    assert result.returncode != 0
     folder = cache_site.settings.root / "+upstream" / "bad-bytes"
-    assert not (folder / name).exists()
+    assert not (folder / name).exists() and not (folder / big).exists()
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+    up.fault = None
+    result = pip_install(cache_site.url("dev"), tmp_path / "t2", "bad-bytes")
+    assert result.returncode == 0, result.stdout + result.stderr + cache_site.error_log()
+    assert (folder / big).exists()
 
 
 @pytest.mark.parametrize(("fault", "status"), [("blackhole", 504), ("503", 502)])

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
 from typing import IO, Any
@@ -531,7 +531,7 @@ class Upstream:
         finally:
             resp.close()
 
-    def stream_file(self, entry: UpstreamFile, cap: int) -> Iterator[bytes]:
+    def stream_file(self, entry: UpstreamFile, cap: int) -> Generator[bytes, None, None]:
         """A listed file's body, block by block as it arrives. The generator ends normally
         only when size and sha256 matched the listing: a caller that holds back the last
         block until then never passes on a complete-looking wrong file."""
