@@ -72,7 +72,7 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 15)
 def deployed(upstream: FakeUpstream, extra_config: str = "",
              extra_apache: str = "", mode: str = "redirect", upstream_url: str | None = None,
              rules_env: dict[str, str] | None = None,
-             server_config: str = "") -> Iterator[Deployment]:
+             server_config: str = "", ttl: int = 600) -> Iterator[Deployment]:
     """A running deployment. ``upstream_url`` goes into the config (default: the fake
     upstream's); ``rules_env`` is added to the environment regen-rules runs in;
     ``server_config`` adds lines to the config's [server] table."""
@@ -80,7 +80,7 @@ def deployed(upstream: FakeUpstream, extra_config: str = "",
     os.chmod(home, 0o755)
     proc = None
     try:
-        config = write_config(home, extra_config, mode=mode, server=server_config,
+        config = write_config(home, extra_config, mode=mode, server=server_config, ttl=ttl,
                               upstream=upstream.simple_url if upstream_url is None
                               else upstream_url)
         if os.geteuid() == 0:

@@ -120,33 +120,45 @@ def get_listing(settings: Settings, upstream: Upstream, project: NormalizedName,
 #
 # Apache serves cached (+upstream) and overlay listings from disk without Python, and its
 # rules cannot compute a file's age. So the fill leaves empty stamp files named by the
-# minutes (local time, as Apache's %{TIME} is) during which a listing is fresh:
-# ``<state>/fresh/<project>/<YYYYMMDDHHMM>``. A request in a minute with no stamp goes to the
-# app, which revalidates the listing (conditionally) and stamps it again; while the
-# upstream fails, the stale copy is stamped for the current minute only (stale-if-error,
-# asked again the next minute). A listing fetched at t is thus served as it is until
-# t + ttl + 60 s at the latest.
+# stretches of time (local time, as Apache's %{TIME} is) during which a listing is fresh,
+# in ``<state>/fresh/<project>/``: ``YYYYMMDDHHMM`` for a whole minute, ``YYYYMMDDHHMMs``
+# for ten seconds (``s`` the tens digit of the seconds) in the last, partial minute. A
+# request at a time with no stamp goes to the app, which revalidates the listing
+# (conditionally) and stamps it again; while the upstream fails, the stale copy is stamped
+# for the current ten seconds only (stale-if-error; asked again after that). A listing
+# fetched at t is thus served as it is until t + ttl + 10 s at the latest, and a refresh
+# costs at most ttl / 60 + 6 empty files.
 
 FRESH_DIR = "fresh"
-STAMP_FORMAT = "%Y%m%d%H%M"
+FRESH_SLACK = 10  # seconds a listing may be served past upstream.ttl
 
 
 def fresh_dir(tree: Tree, project: str) -> Path:
     return tree.state / FRESH_DIR / project
 
 
+def fresh_stamps(until: float, now: float) -> list[str]:
+    """The stamps that make a listing fresh from ``now`` to ``until`` (at least now)."""
+    tm = time.localtime(now)
+    start = int(now) - tm.tm_sec  # this minute's first second
+    names = []
+    while start + 60 <= until:
+        names.append(time.strftime("%Y%m%d%H%M", time.localtime(start)))
+        start += 60
+    while start < until or not names:
+        tm = time.localtime(start)
+        if start + 10 > now:
+            names.append(time.strftime("%Y%m%d%H%M", tm) + str(tm.tm_sec // 10))
+        start += 10
+    return names
+
+
 def stamp_fresh(settings: Settings, listing: UpstreamListing, now: float | None = None
                 ) -> list[str]:
-    """Stamp the minutes from now until the listing's age reaches ``upstream.ttl`` (at
-    least the current minute); remove the project's other stamps. Returns the stamps."""
+    """Stamp the listing fresh until its age reaches ``upstream.ttl`` (at least for the
+    current ten seconds); remove the project's other stamps. Returns the stamps."""
     now = time.time() if now is None else now
-    until = max(listing.fetched + settings.upstream_ttl, now)
-    first = now - time.localtime(now).tm_sec
-    names: list[str] = []
-    minute = first
-    while minute < until or not names:  # at most ttl / 60 + 1 stamps
-        names.append(time.strftime(STAMP_FORMAT, time.localtime(minute)))
-        minute += 60
+    names = fresh_stamps(listing.fetched + settings.upstream_ttl, now)
     folder = fresh_dir(Tree.of(settings), listing.project)
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
