@@ -10,9 +10,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import html
+import io
 import json
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +31,8 @@ FAULTS = ("blackhole", "503", "drip", "truncated", "wrong-bytes", "gzip", "redir
 class FakeUpstream:
     def __init__(self) -> None:
         self.files: dict[str, dict[str, bytes]] = {}
+        self.metadata: dict[str, bytes] = {}  # filename -> its PEP 658 metadata
+        self.versions: dict[str, list[str]] = {}  # a project's PEP 700 list, when given
         self.requests: list[str] = []
         self.fault: str | None = None
         self.json = True
@@ -52,8 +56,15 @@ class FakeUpstream:
     def simple_url(self) -> str:
         return f"{self.base}/simple/"
 
-    def add(self, project: str, filename: str, data: bytes) -> None:
+    def add(self, project: str, filename: str, data: bytes, with_metadata: bool = False
+            ) -> None:
+        """A file; ``with_metadata``: a wheel's METADATA served as ``<file>.metadata`` and
+        advertised (PEP 658/714)."""
         self.files.setdefault(project, {})[filename] = data
+        if with_metadata:
+            with zipfile.ZipFile(io.BytesIO(data)) as whl:
+                name = next(n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))
+                self.metadata[filename] = whl.read(name)
 
     def requested(self, project: str) -> bool:
         return any(f"/{project}/" in path or f"/{project.replace('-', '_')}" in path
@@ -74,8 +85,15 @@ class FakeUpstream:
                   "requires-python": ">=3.8", "yanked": False, "size": len(data),
                   "upload-time": "2025-01-02T03:04:05.000000Z"}
                  for name, data in sorted(self.files[project].items())]
-        return json.dumps({"meta": {"api-version": "1.1"}, "name": project,
-                           "files": files}).encode()
+        for entry in files:
+            meta = self.metadata.get(str(entry["filename"]))
+            if meta is not None:
+                entry["core-metadata"] = {"sha256": hashlib.sha256(meta).hexdigest()}
+        page: dict[str, object] = {"meta": {"api-version": "1.1"}, "name": project,
+                                   "files": files}
+        if project in self.versions:
+            page["versions"] = self.versions[project]
+        return json.dumps(page).encode()
 
 
 def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
@@ -122,6 +140,10 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
             parts = self.path.split("?")[0].strip("/").split("/")
             if len(parts) == 2 and parts[0] == "simple":
                 return self.project(parts[1], fault)
+            if len(parts) == 2 and parts[0] == "files" and parts[1].endswith(".metadata"):
+                meta = up.metadata.get(parts[1].removesuffix(".metadata"))
+                if meta is not None:
+                    return self.file(meta, fault)
             if len(parts) == 2 and parts[0] == "files":
                 for files in up.files.values():
                     if parts[1] in files:

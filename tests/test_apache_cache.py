@@ -3,7 +3,9 @@ goes away; the local copy keeps installs working."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import json
 import os
 import threading
 import time
@@ -164,3 +166,40 @@ def test_claimed_and_private_names_never_reach_the_upstream(cache_site: Deployme
     status, _, _ = raw_get(cache_site.origin, "/pypi/+app/+cache/secret-x/")
     assert status == 403
     assert cache_site.upstream.requests == []
+
+
+def test_core_metadata_is_fetched_on_demand_verified_and_kept(cache_site: Deployment,
+                                                               tmp_path: Path) -> None:
+    up = cache_site.upstream
+    name = wheel_name("meta-pkg", "1.0")
+    up.add("meta-pkg", name, wheel_bytes("meta-pkg", "1.0"), with_metadata=True)
+    up.add("meta-bad", wheel_name("meta-bad", "1.0"), wheel_bytes("meta-bad", "1.0"),
+           with_metadata=True)
+    expected = up.metadata[name]
+    status, _, body = raw_get(cache_site.origin + "/pypi/+upstream/meta-pkg/",
+                              headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    assert status == 200
+    entry = json.loads(body)["files"][0]
+    assert entry["core-metadata"] == {"sha256": hashlib.sha256(expected).hexdigest()}
+    status, headers, body = raw_get(cache_site.origin + f"/pypi/+upstream/meta-pkg/{name}"
+                                    ".metadata")
+    assert status == 200 and body == expected
+    assert headers["Content-Type"] == "application/octet-stream"
+    on_disk = cache_site.settings.root / "+upstream" / "meta-pkg" / f"{name}.metadata"
+    assert on_disk.read_bytes() == expected
+    assert not (on_disk.parent / name).exists()  # the metadata alone, not the wheel
+    up.requests.clear()
+    status, headers, body = raw_get(cache_site.origin + f"/pypi/+upstream/meta-pkg/{name}"
+                                    ".metadata")
+    assert status == 200 and body == expected and "ETag" in headers  # Apache, from disk
+    assert up.requests == []
+    # metadata that does not match the listing's hash is refused and not kept
+    raw_get(cache_site.origin + "/pypi/+upstream/meta-bad/")
+    up.fault = "wrong-bytes"
+    bad = wheel_name("meta-bad", "1.0") + ".metadata"
+    status, _, body = raw_get(cache_site.origin + f"/pypi/+upstream/meta-bad/{bad}")
+    assert status == 502 and b"sha256 differs" in body
+    assert not (cache_site.settings.root / "+upstream" / "meta-bad" / bad).exists()
+    up.fault = None
+    result = pip_install(cache_site.url("dev"), tmp_path / "t", "meta-pkg")
+    assert result.returncode == 0, result.stdout + result.stderr + cache_site.error_log()

@@ -55,25 +55,30 @@ def test_a_new_upstream_release_is_seen_within_ttl_plus_the_slack(tmp_path: Path
     with running_upstream() as up:
         up.add("fresh-pkg", wheel_name("fresh-pkg", "1.0"), wheel_bytes("fresh-pkg", "1.0"))
         with deployed(up, mode="cache", ttl=TTL) as site:
+            up.versions["fresh-pkg"] = ["0.9", "1.0"]  # 0.9: a version without files
             url = site.origin + "/pypi/+upstream/fresh-pkg/"
             status, headers, _ = raw_get(url, headers=JSON)  # the app's first answer
             assert status == 200 and "ETag" in headers and "Last-Modified" in headers
             assert headers["Content-Type"] == "application/vnd.pypi.simple.v1+json"
             added = time.monotonic()
             up.add("fresh-pkg", wheel_name("fresh-pkg", "1.1"), wheel_bytes("fresh-pkg", "1.1"))
-            assert versions(url) == ["1.0"]  # fresh: served from disk, upstream not asked
+            up.versions["fresh-pkg"] = ["0.9", "1.0", "1.1"]
+            assert versions(url) == ["0.9", "1.0"]  # fresh: from disk, upstream not asked
             assert listing_requests(up, "fresh-pkg") == 1
-            wait_until(lambda: versions(url) == ["1.0", "1.1"], TTL + FRESH_SLACK + 3)
+            wait_until(lambda: versions(url) == ["0.9", "1.0", "1.1"], TTL + FRESH_SLACK + 3)
             assert time.monotonic() - added <= TTL + FRESH_SLACK + 3
+            etag = raw_get(url, headers=JSON)[1]["ETag"].removeprefix("W/")  # weak: just written
             for _ in range(5):
-                assert versions(url) == ["1.0", "1.1"]
+                assert versions(url) == ["0.9", "1.0", "1.1"]
             assert listing_requests(up, "fresh-pkg") == 2  # once per ttl, not per request
             result = pip_install(site.url("dev"), tmp_path / "t", "fresh-pkg==1.1")
             assert result.returncode == 0, result.stdout + result.stderr + site.error_log()
             # stale-if-error: the upstream gone, the listing is still served
+            time.sleep(TTL + FRESH_SLACK)  # revalidated, unchanged: the same validators
+            assert raw_get(url, headers=JSON)[1]["ETag"].removeprefix("W/") == etag
             up.stop()
             time.sleep(TTL + FRESH_SLACK)
-            assert versions(url) == ["1.0", "1.1"]
+            assert versions(url) == ["0.9", "1.0", "1.1"]
             result = pip_install(site.url("dev"), tmp_path / "t2", "fresh-pkg==1.1")
             assert result.returncode == 0, result.stdout + result.stderr + site.error_log()
             assert "AH00124" not in site.error_log()  # no internal redirect loop

@@ -249,9 +249,11 @@ def upstream_entries(settings: Settings, project: str) -> list[FileEntry]:
     for f in listing.files:
         url = f.url if settings.fallback_mode != "cache" else \
             f"../../{UPSTREAM_DIR}/{project}/{f.filename}"
+        # PEP 658/714: in cache mode, the metadata is fetched on demand like the file (and
+        # not offered when its companion file's name would be too long)
+        metadata = f.metadata_sha256 if len(f.filename) + len(".metadata") <= 250 else None
         entries.append(FileEntry(f.filename, url, f.sha256, f.size, f.version, f.upload_time,
-                                 f.requires_python, None if settings.fallback_mode == "cache"
-                                 else f.metadata_sha256, f.yanked))
+                                 f.requires_python, metadata, f.yanked))
     return entries
 
 
@@ -349,6 +351,8 @@ def open_file(settings: Settings, upstream: Upstream, project: NormalizedName,
     same cold file wait for the first one's download and are then served from disk. A
     file whose listed size is unknown is downloaded whole first (nothing could tell a
     short answer from a complete one)."""
+    if filename.endswith(METADATA_SUFFIX):
+        return fetch_metadata(settings, upstream, project, filename)
     dist = parse_dist_filename(filename)
     if dist.project != project:
         raise NotFound(f"{filename!r} is not a file of {project!r}")
@@ -385,6 +389,39 @@ def open_file(settings: Settings, upstream: Upstream, project: NormalizedName,
     except BaseException:
         lock.close()
         raise
+
+
+METADATA_SUFFIX = ".metadata"
+MAX_METADATA_BYTES = 16 * 1024 * 1024
+
+
+def fetch_metadata(settings: Settings, upstream: Upstream, project: NormalizedName,
+                   filename: str) -> Fetched:
+    """PEP 658: a listed file's core metadata, fetched from the upstream (the file's URL
+    and ``.metadata``) once, kept beside the file only if its sha256 is the listing's."""
+    dist_name = filename.removesuffix(METADATA_SUFFIX)
+    dist = parse_dist_filename(dist_name)
+    if dist.project != project:
+        raise NotFound(f"{filename!r} is not a file of {project!r}")
+    if is_claimed(settings, project):
+        raise NotFound(f"{project!r} is not looked up upstream")
+    folder = settings.root / UPSTREAM_DIR / project
+    final = folder / filename
+    if final.exists():
+        return Fetched(final, False)
+    listing = get_listing(settings, upstream, project)
+    entry = listing.file(dist_name) if listing.found else None
+    if entry is None or not entry.metadata_sha256:
+        raise NotFound(f"The upstream lists no metadata for {dist_name!r}")
+    meta = UpstreamFile(filename=filename, url=entry.url.partition("#")[0] + METADATA_SUFFIX,
+                        sha256=entry.metadata_sha256)
+    with locked(Tree.of(settings), _file_lock(project, filename)):
+        if final.exists():
+            return Fetched(final, False)
+        folder.mkdir(parents=True, exist_ok=True)
+        with new_file(final) as out:
+            upstream.fetch_file(meta, out, MAX_METADATA_BYTES)
+    return Fetched(final, True)
 
 
 def fetch_file(settings: Settings, upstream: Upstream, project: NormalizedName,

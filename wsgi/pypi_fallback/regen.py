@@ -502,8 +502,17 @@ def render_upstream_page(settings: Settings, project: NormalizedName, writer: Wr
         return False
     folder = settings.root / UPSTREAM_DIR / project
     page = build_project_page(project, merge_files([entries]))
-    write_listing(writer, settings.root, folder, render_json(page), render_project_html(page),
-                  TYPE_MAP)
+    if listing.versions:  # the upstream's own list (versions without files included)
+        page["versions"] = list(listing.versions)
+    body, html = render_json(page), render_project_html(page)
+    try:  # unchanged: left as it is (its validators too)
+        if (folder / "index.v1_json").read_bytes() == body and \
+                (folder / "index.html").read_bytes() == html and \
+                (folder / "index.var").read_bytes() == TYPE_MAP:
+            return True
+    except OSError:
+        pass
+    write_listing(writer, settings.root, folder, body, html, TYPE_MAP)
     return True
 
 

@@ -23,6 +23,7 @@ the socket of the request in flight, and urllib3's timeouts are per read, not a 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import http.client
@@ -114,6 +115,7 @@ class UpstreamListing:
     fetched: float = 0.0
     etag: str | None = None
     last_modified: str | None = None
+    versions: tuple[str, ...] = ()  # the upstream's PEP 700 list (JSON), as it gave it
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -124,7 +126,8 @@ class UpstreamListing:
     def from_json(cls, data: Mapping[str, Any]) -> UpstreamListing:
         files = tuple(UpstreamFile(**f) for f in data.get("files", ()))
         return cls(data["project"], data["url"], data["found"], files, data.get("fetched", 0.0),
-                   data.get("etag"), data.get("last_modified"))
+                   data.get("etag"), data.get("last_modified"),
+                   versions=tuple(data.get("versions", ())))
 
     def file(self, filename: str) -> UpstreamFile | None:
         return next((f for f in self.files if f.filename == filename), None)
@@ -184,6 +187,18 @@ def parse_json_listing(project: str, body: bytes, page_url: str) -> list[Upstrea
         if record:
             files.append(record)
     return files
+
+
+def parse_json_versions(body: bytes) -> tuple[str, ...]:
+    """PEP 700's ``versions`` of a JSON listing, kept as given (strings only; none when
+    absent or malformed: the files' versions then stand in)."""
+    try:
+        versions = json.loads(body).get("versions")
+    except (ValueError, AttributeError):
+        return ()
+    if not isinstance(versions, list) or len(versions) > 100_000:
+        return ()
+    return tuple(v for v in versions if isinstance(v, str) and 0 < len(v) <= 200)
 
 
 class _Anchors(HTMLParser):
@@ -512,22 +527,24 @@ class Upstream:
                 raise UpstreamError(f"Upstream redirected {project!r} to another project: "
                                     f"{resp.url}")
             if resp.status == 304 and previous:
-                return UpstreamListing(project, previous.url, previous.found, previous.files,
-                                       time.time(), previous.etag, previous.last_modified)
+                return dataclasses.replace(previous, fetched=time.time())
             if resp.status == 404:
                 return UpstreamListing(project, resp.url, False, fetched=time.time())
             if resp.status != 200:
                 raise UpstreamError(f"Upstream answered {resp.status} for {url}")
             body = resp.read(MAX_LISTING_BYTES)
             ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            versions: tuple[str, ...] = ()
             if ctype == "application/vnd.pypi.simple.v1+json":
                 files = parse_json_listing(project, body, resp.url)
+                versions = parse_json_versions(body)
             elif ctype in ("text/html", "application/vnd.pypi.simple.v1+html"):
                 files = parse_html_listing(project, body, resp.url)
             else:
                 raise UpstreamError(f"Upstream answered {ctype or 'no type'!r} for {url}")
             return UpstreamListing(project, resp.url, True, tuple(files), time.time(),
-                                   resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
+                                   resp.headers.get("ETag"), resp.headers.get("Last-Modified"),
+                                   versions=versions)
         finally:
             resp.close()
 
