@@ -39,6 +39,7 @@ class FakeUpstream:
         self.base = ""
         self.stop: Callable[[], None] = lambda: None
         self.rate = 2 * 1024 * 1024
+        self.latency = 0.0  # seconds added before each answer (a real link's round trip)
         self.released = threading.Event()
         self._digests: dict[tuple[str, int, int], str] = {}
 
@@ -114,6 +115,8 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802
             up.requests.append(self.path)
+            if up.latency:
+                time.sleep(up.latency)
             fault = up.fault
             if fault == "blackhole":
                 time.sleep(20)

@@ -115,3 +115,16 @@ def test_connections_are_kept_alive_and_replaced_when_closed(upstream: FakeUpstr
     assert client.fetch_listing("acme").found
     assert client.connections == 2
     client.close()
+
+
+def test_files_wait_for_a_slot_while_listings_are_refused(upstream: FakeUpstream) -> None:
+    client = Upstream(upstream.simple_url, timeout=2, max_concurrent=1)
+    entry = client.fetch_listing("acme").files[0]
+    held = client.get(upstream.simple_url + "acme/")  # the only slot
+    threading.Timer(1.0, held.close).start()
+    with pytest.raises(UpstreamBusy):
+        client.fetch_listing("acme")
+    started = time.monotonic()
+    data = io.BytesIO()
+    client.fetch_file(entry, data, 10**8)  # waited for the slot, then streamed
+    assert 0.5 < time.monotonic() - started < 5 and data.getvalue()

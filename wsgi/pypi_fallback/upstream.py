@@ -476,11 +476,13 @@ class Upstream:
                              reuse=functools.partial(self._give_back, key))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def get(self, url: str, headers: Mapping[str, str] | None = None) -> _Response:
+    def get(self, url: str, headers: Mapping[str, str] | None = None, wait: float = 0.2
+            ) -> _Response:
         """GET following at most MAX_REDIRECTS redirects (http/https only). The response
-        holds one of the client's slots until it is closed."""
+        holds one of the client's slots until it is closed; with every slot taken, wait
+        ``wait`` seconds for one, then UpstreamBusy."""
         self._recall(url)
-        if not self._slots.acquire(timeout=0.2):
+        if not self._slots.acquire(timeout=wait):
             raise UpstreamBusy("Too many requests to the upstream at once; try again shortly")
         try:
             resp = self._follow(url, headers or {})
@@ -554,7 +556,9 @@ class Upstream:
         block until then never passes on a complete-looking wrong file."""
         if not entry.sha256:
             raise UpstreamError(f"Upstream listing gives no sha256 for {entry.filename!r}")
-        resp = self.get(entry.url)
+        # an installer asks for many files at once: a file waits a while for a slot (the
+        # others stream meanwhile) rather than failing at once
+        resp = self.get(entry.url, wait=max(self.timeout, 5.0))
         digest, size = hashlib.sha256(), 0
         try:
             if resp.status != 200:
