@@ -356,14 +356,14 @@ class App:
         project = parse_normalized_name(name, "name in the URL")
         tree = Tree.of(self.settings)
         cached = mirror.load_listing(tree, project)
-        if mirror.is_claimed(self.settings, project) or cached is None or not cached.found \
-                or not (tree.project_dir(repo, project) / "index.v1_json").exists():
-            raise NotFound(f"Not found: {rest!r}")
-        with self._listing_lock(project):
-            listing = mirror.get_listing(self.settings, self.upstream, project)
-            if listing.files != cached.files:
-                regenerate(self.settings, names=[project])
-            mirror.stamp_fresh(self.settings, listing)
+        # anything else (a claimed name, no listing here) is Apache's to answer as it is
+        if not mirror.is_claimed(self.settings, project) and cached is not None and \
+                cached.found and (tree.project_dir(repo, project) / "index.v1_json").exists():
+            with self._listing_lock(project):
+                listing = mirror.get_listing(self.settings, self.upstream, project)
+                if (listing.files, listing.versions) != (cached.files, cached.versions):
+                    regenerate(self.settings, names=[project])
+                mirror.stamp_fresh(self.settings, listing)
         return served_by_apache(f"{self.settings.url_prefix}/{repo}/{project}/")
 
     def _listing_lock(self, project: str) -> threading.Lock:
