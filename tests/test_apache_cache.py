@@ -203,3 +203,28 @@ def test_core_metadata_is_fetched_on_demand_verified_and_kept(cache_site: Deploy
     up.fault = None
     result = pip_install(cache_site.url("dev"), tmp_path / "t", "meta-pkg")
     assert result.returncode == 0, result.stdout + result.stderr + cache_site.error_log()
+
+
+def test_concurrent_requests_for_a_streaming_cold_file_cause_one_download(
+        cache_site: Deployment) -> None:
+    up = cache_site.upstream
+    name = wheel_name("shared-pkg", "1.0")
+    up.add("shared-pkg", name, wheel_bytes("shared-pkg", "1.0", payload=os.urandom(800_000)))
+    raw_get(cache_site.origin + "/pypi/+upstream/shared-pkg/")
+    expected = up.files["shared-pkg"][name]
+    up.fault, up.rate = "throttle", len(expected) // 2  # about 2 s
+    up.requests.clear()
+    results: list[tuple[int, bytes]] = []
+
+    def get() -> None:
+        status, _, body = raw_get(cache_site.origin + f"/pypi/+upstream/shared-pkg/{name}")
+        results.append((status, body))
+
+    threads = [threading.Thread(target=get) for _ in range(4)]
+    for t in threads:
+        t.start()
+        time.sleep(0.2)  # the first one is streaming when the others ask
+    for t in threads:
+        t.join(timeout=60)
+    assert results == [(200, expected)] * 4
+    assert [p for p in up.requests if p.endswith(name)] == [f"/files/{name}"]
