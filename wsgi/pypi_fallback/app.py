@@ -21,7 +21,7 @@ from typing import Any
 
 from webob import Request, Response
 
-from . import mirror
+from . import fill, mirror
 from .auth import GroupFile
 from .config import IMMUTABLE, Settings, load_settings
 from .errors import (
@@ -321,7 +321,7 @@ class App:
         if mirror.is_claimed(self.settings, project):
             raise NotFound(f"Not found: {name!r}")
         if kind == "+fetch":
-            opened = mirror.open_file(self.settings, self.upstream, project, filename,
+            opened = fill.open_file(self.settings, self.upstream, project, filename,
                                       request.remote_addr)
             if isinstance(opened, mirror.Fetched):  # on disk now: Apache serves it
                 return served_by_apache(

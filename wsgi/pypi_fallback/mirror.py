@@ -1,5 +1,6 @@
-"""What pypi-fallback keeps of the upstream: cached listings (stale-if-error), the
-dependency-confusion rule, and the pull-through file cache of ``fallback.mode = "cache"``.
+"""What pypi-fallback keeps of the upstream: cached listings (stale-if-error) and when
+each is fresh, the dependency-confusion rule, and the whole-file download of the pull-through
+cache (``fill`` streams cold files to clients on top of it).
 
 Network calls go through ``upstream.Upstream``; files go through ``storage``.
 """
@@ -11,10 +12,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from .config import Settings
 from .errors import Forbidden, NotFound, UpstreamUnavailable
@@ -25,14 +24,12 @@ from .storage import (
     Tree,
     Writer,
     append_audit,
-    link_new,
     load_claims,
     locked,
     new_file,
-    tmp_path,
     utc_timestamp,
 )
-from .upstream import Upstream, UpstreamError, UpstreamFile, UpstreamListing, pip_index_url
+from .upstream import Upstream, UpstreamError, UpstreamListing, pip_index_url
 
 # -- which upstream: resolved once, recorded, used by everyone ----------------------------------
 
@@ -271,157 +268,9 @@ class Fetched:
     downloaded: bool  # False: it was in the cache already
 
 
-def _file_lock(project: str, filename: str) -> str:
+def file_lock(project: str, filename: str) -> str:
     """One lock per cached file (a filename can be too long for a lock file's name)."""
     return f"+fetch-{project}-{hashlib.sha256(filename.encode()).hexdigest()[:24]}"
-
-
-class ColdFile:
-    """A cold file streamed to the client while it is written and hashed.
-
-    Made by ``open_file`` with the file's lock held and the upstream's answer begun. Each
-    block goes to the temporary file and on to the client, except the last one, held back
-    until the upstream's body ended with the listed size and sha256 and the file was
-    published: a mismatch raises instead, so the client's transfer ends short (the
-    connection is aborted) and never looks complete. The lock is released and the
-    temporary removed however it ends, the client going away included."""
-
-    def __init__(self, settings: Settings, project: NormalizedName, entry: UpstreamFile,
-                 blocks: Generator[bytes, None, None], first: bytes, lock: contextlib.ExitStack,
-                 client: str | None) -> None:
-        self.settings, self.project, self.entry = settings, project, entry
-        self.size = entry.size
-        self.final = settings.root / UPSTREAM_DIR / project / entry.filename
-        self._blocks, self._first, self._lock, self._client = blocks, first, lock, client
-        self._tmp = tmp_path(self.final)
-        self._out: IO[bytes] | None = open(self._tmp, "xb")  # noqa: SIM115
-        self.published = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        try:
-            assert self._out is not None
-            held = self._first
-            self._out.write(held)
-            for block in self._blocks:
-                self._out.write(block)
-                yield held
-                held = block
-            self._publish()
-            yield held
-        finally:
-            self.close()
-
-    def _publish(self) -> None:
-        assert self._out is not None
-        self._out.flush()
-        os.fsync(self._out.fileno())
-        self._out.close()
-        self._out = None
-        if not link_new(self._tmp, self.final):
-            return  # published meanwhile by another process: the same listed bytes
-        tree = Tree.of(self.settings)
-        try:
-            append_audit(tree, {"time": utc_timestamp(), "user": None, "action": "cache",
-                                "repo": UPSTREAM_DIR, "project": self.project,
-                                "filename": self.entry.filename, "sha256": self.entry.sha256,
-                                "size": self.entry.size, "client": self._client,
-                                "url": self.entry.url})
-        except BaseException:
-            with contextlib.suppress(OSError):
-                Writer().remove(self.final)  # not kept without its audit line
-            raise
-        self.published = True
-
-    def close(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
-        close = getattr(self._blocks, "close", None)
-        if close is not None:
-            close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp)
-        self._lock.close()
-
-
-def open_file(settings: Settings, upstream: Upstream, project: NormalizedName,
-              filename: str, client: str | None = None) -> Fetched | ColdFile:
-    """A listed upstream file of ``<root>/+upstream/<project>/``: the cached copy
-    (``Fetched``), or a ``ColdFile`` to stream while it is fetched once. Requests for the
-    same cold file wait for the first one's download and are then served from disk. A
-    file whose listed size is unknown is downloaded whole first (nothing could tell a
-    short answer from a complete one)."""
-    if filename.endswith(METADATA_SUFFIX):
-        return fetch_metadata(settings, upstream, project, filename)
-    dist = parse_dist_filename(filename)
-    if dist.project != project:
-        raise NotFound(f"{filename!r} is not a file of {project!r}")
-    if is_claimed(settings, project):
-        raise NotFound(f"{project!r} is not looked up upstream")
-    tree = Tree.of(settings)
-    folder = settings.root / UPSTREAM_DIR / project
-    final = folder / filename
-    if final.exists():
-        return Fetched(final, False)
-    listing = get_listing(settings, upstream, project)
-    entry = listing.file(filename) if listing.found else None
-    if entry is None:
-        raise NotFound(f"{filename!r} is not in the upstream's listing of {project!r}")
-    lock = contextlib.ExitStack()
-    lock.enter_context(locked(tree, _file_lock(project, filename)))
-    try:
-        if final.exists():
-            lock.close()
-            return Fetched(final, False)
-        folder.mkdir(parents=True, exist_ok=True)
-        if entry.size is None:
-            lock.close()
-            return fetch_file(settings, upstream, project, filename, client)
-        blocks = upstream.stream_file(entry, settings.max_upload_bytes * 20)
-        try:
-            first = next(blocks, b"")  # the upstream's answer begun: its errors come now
-            if len(first) >= entry.size:  # all of it came at once: checked before answering
-                first += b"".join(blocks)
-        except BaseException:
-            blocks.close()
-            raise
-        return ColdFile(settings, project, entry, blocks, first, lock, client)
-    except BaseException:
-        lock.close()
-        raise
-
-
-METADATA_SUFFIX = ".metadata"
-MAX_METADATA_BYTES = 16 * 1024 * 1024
-
-
-def fetch_metadata(settings: Settings, upstream: Upstream, project: NormalizedName,
-                   filename: str) -> Fetched:
-    """PEP 658: a listed file's core metadata, fetched from the upstream (the file's URL
-    and ``.metadata``) once, kept beside the file only if its sha256 is the listing's."""
-    dist_name = filename.removesuffix(METADATA_SUFFIX)
-    dist = parse_dist_filename(dist_name)
-    if dist.project != project:
-        raise NotFound(f"{filename!r} is not a file of {project!r}")
-    if is_claimed(settings, project):
-        raise NotFound(f"{project!r} is not looked up upstream")
-    folder = settings.root / UPSTREAM_DIR / project
-    final = folder / filename
-    if final.exists():
-        return Fetched(final, False)
-    listing = get_listing(settings, upstream, project)
-    entry = listing.file(dist_name) if listing.found else None
-    if entry is None or not entry.metadata_sha256:
-        raise NotFound(f"The upstream lists no metadata for {dist_name!r}")
-    meta = UpstreamFile(filename=filename, url=entry.url.partition("#")[0] + METADATA_SUFFIX,
-                        sha256=entry.metadata_sha256)
-    with locked(Tree.of(settings), _file_lock(project, filename)):
-        if final.exists():
-            return Fetched(final, False)
-        folder.mkdir(parents=True, exist_ok=True)
-        with new_file(final) as out:
-            upstream.fetch_file(meta, out, MAX_METADATA_BYTES)
-    return Fetched(final, True)
 
 
 def fetch_file(settings: Settings, upstream: Upstream, project: NormalizedName,
@@ -436,7 +285,7 @@ def fetch_file(settings: Settings, upstream: Upstream, project: NormalizedName,
     tree = Tree.of(settings)
     folder = settings.root / UPSTREAM_DIR / project
     final = folder / filename
-    with locked(tree, _file_lock(project, filename)):
+    with locked(tree, file_lock(project, filename)):
         if final.exists():
             return Fetched(final, False)
         listing = get_listing(settings, upstream, project)
