@@ -322,7 +322,7 @@ class App:
             raise NotFound(f"Not found: {name!r}")
         if kind == "+fetch":
             opened = fill.open_file(self.settings, self.upstream, project, filename,
-                                      request.remote_addr)
+                                    request.remote_addr)
             if isinstance(opened, mirror.Fetched):  # on disk now: Apache serves it
                 return served_by_apache(
                     f"{self.settings.url_prefix}/{UPSTREAM_DIR}/{project}/{filename}")
