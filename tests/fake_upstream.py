@@ -100,6 +100,10 @@ class FakeUpstream:
 def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # as real servers do (nginx's tcp_nodelay, Apache): headers and body are separate
+        # writes, and with Nagle's algorithm a kept-alive client's delayed ACK would hold
+        # every body back about 40 ms
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass
