@@ -330,8 +330,7 @@ class App:
             resp.app_iter = opened
             resp.content_length = opened.size
             if self.pages.has_page(project):  # now "cached from upstream"
-                resp.app_iter = AfterResponse(resp.app_iter,
-                                              lambda: self.pages.request([project]))
+                opened.on_published = lambda: self.pages.request([project])
             return resp
         if filename:
             raise NotFound(f"Not found: {rest!r}")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Generator, Iterator
+import sys
+import threading
+from collections.abc import Callable, Generator, Iterator
 from typing import IO
 
 from .config import Settings
@@ -36,10 +38,13 @@ class ColdFile:
 
     Made by ``open_file`` with the file's lock held and the upstream's answer begun. Each
     block goes to the temporary file and on to the client, except the last one, held back
-    until the upstream's body ended with the listed size and sha256 and the file was
-    published: a mismatch raises instead, so the client's transfer ends short (the
-    connection is aborted) and never looks complete. The lock is released and the
-    temporary removed however it ends, the client going away included."""
+    until the upstream's body ended with the listed size and sha256: a mismatch raises
+    instead, so the client's transfer ends short (the connection is aborted) and never
+    looks complete. Once the bytes are verified, the client gets its last block at once
+    while the file is made durable, published and audited in the background, the lock held
+    until that is done (requests for it meanwhile wait, then find it on disk); a failure
+    there leaves nothing published and is logged. The lock is released and the temporary
+    removed however it ends, the client going away included."""
 
     def __init__(self, settings: Settings, project: NormalizedName, entry: UpstreamFile,
                  blocks: Generator[bytes, None, None], first: bytes, lock: contextlib.ExitStack,
@@ -50,7 +55,9 @@ class ColdFile:
         self._blocks, self._first, self._lock, self._client = blocks, first, lock, client
         self._tmp = tmp_path(self.final)
         self._out: IO[bytes] | None = open(self._tmp, "xb")  # noqa: SIM115
-        self.published = False
+        self._handed_off = False
+        self.on_published: Callable[[], None] | None = None  # run once the file is kept
+        self.published = threading.Event()
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -61,10 +68,22 @@ class ColdFile:
                 self._out.write(block)
                 yield held
                 held = block
-            self._publish()
+            self._handed_off = True  # verified: published in the background
+            threading.Thread(target=self._publish_then_release, daemon=True).start()
             yield held
         finally:
             self.close()
+
+    def _publish_then_release(self) -> None:
+        try:
+            self._publish()
+            if self.on_published is not None:
+                self.on_published()
+        except BaseException as exc:  # the client has its verified bytes; nothing is kept
+            print(f"pypi-fallback: could not keep {self.final}: {exc}", file=sys.stderr)
+        finally:
+            self._release()
+            self.published.set()
 
     def _publish(self) -> None:
         assert self._out is not None
@@ -85,18 +104,20 @@ class ColdFile:
             with contextlib.suppress(OSError):
                 Writer().remove(self.final)  # not kept without its audit line
             raise
-        self.published = True
 
-    def close(self) -> None:
+    def _release(self) -> None:
         if self._out is not None:
             self._out.close()
             self._out = None
-        close = getattr(self._blocks, "close", None)
-        if close is not None:
-            close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp)
         self._lock.close()
+
+    def close(self) -> None:
+        self._blocks.close()
+        if not self._handed_off:
+            self._release()
+            self.published.set()
 
 
 def open_file(settings: Settings, upstream: Upstream, project: NormalizedName,
