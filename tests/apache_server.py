@@ -124,7 +124,8 @@ def running_apache(conf: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
 def deployed(upstream: FakeUpstream, extra_config: str = "",
              extra_apache: str = "", mode: str = "redirect", upstream_url: str | None = None,
              rules_env: dict[str, str] | None = None,
-             server_config: str = "", repos: str | None = None) -> Iterator[Deployment]:
+             server_config: str = "", repos: str | None = None,
+             ttl: int = 600) -> Iterator[Deployment]:
     """A running deployment. ``upstream_url`` goes into the config (default: the fake
     upstream's); ``rules_env`` is added to the environment regen-rules runs in;
     ``server_config`` adds lines to the config's [server] table; ``repos`` replaces the
@@ -133,7 +134,7 @@ def deployed(upstream: FakeUpstream, extra_config: str = "",
     home = Path(tempfile.mkdtemp(prefix="pf-it-", dir="/var/tmp"))
     os.chmod(home, 0o755)
     try:
-        config = write_config(home, extra_config, mode=mode, server=server_config,
+        config = write_config(home, extra_config, mode=mode, server=server_config, ttl=ttl,
                               upstream=upstream.simple_url if upstream_url is None
                               else upstream_url, repos=repos)
         if os.geteuid() == 0:

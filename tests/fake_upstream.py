@@ -10,24 +10,29 @@ from __future__ import annotations
 import gzip
 import hashlib
 import html
+import io
 import json
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FAULTS = ("blackhole", "503", "drip", "truncated", "wrong-bytes", "gzip", "redirect-loop",
           "huge", "malformed-html", "malformed-json", "other-project", "slow-headers",
-          "throttle", "hang")
+          "throttle", "hang", "throttle-wrong-bytes")
 # slow-headers: the status line and headers one byte a second (60 s at most)
 # throttle: bodies at ``rate`` bytes a second (in 10 chunks a second)
+# throttle-wrong-bytes: throttle, and the last byte of a file changed
 # hang: read the request, answer nothing until ``release()`` (or 60 s)
 
 
 class FakeUpstream:
     def __init__(self) -> None:
         self.files: dict[str, dict[str, bytes]] = {}
+        self.metadata: dict[str, bytes] = {}  # filename -> its PEP 658 metadata
+        self.versions: dict[str, list[str]] = {}  # a project's PEP 700 list, when given
         self.requests: list[str] = []
         self.not_modified = 0  # listings answered 304 (the client's ETag matched)
         self.fault: str | None = None
@@ -35,6 +40,7 @@ class FakeUpstream:
         self.base = ""
         self.stop: Callable[[], None] = lambda: None
         self.rate = 2 * 1024 * 1024
+        self.latency = 0.0  # seconds added before each answer (a real link's round trip)
         self.released = threading.Event()
         self._digests: dict[tuple[str, int, int], str] = {}
         # API 1.4 fields, served when set: PEP 700 upload times, PEP 740 provenance objects
@@ -61,13 +67,19 @@ class FakeUpstream:
         return f"{self.base}/simple/"
 
     def add(self, project: str, filename: str, data: bytes, *, upload_time: str | None = None,
-            provenance: bytes | None = None) -> None:
+            provenance: bytes | None = None, with_metadata: bool = False) -> None:
+        """A file; ``with_metadata``: a wheel's METADATA served as ``<file>.metadata`` and
+        advertised (PEP 658/714)."""
         self.files.setdefault(project, {})[filename] = data
         if upload_time is not None:
             self.upload_times[filename] = upload_time
         if provenance is not None:
             self.provenances[filename] = provenance
             self.api_version = "1.4"
+        if with_metadata:
+            with zipfile.ZipFile(io.BytesIO(data)) as whl:
+                name = next(n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))
+                self.metadata[filename] = whl.read(name)
 
     def requested(self, project: str) -> bool:
         return any(f"/{project}/" in path or f"/{project.replace('-', '_')}" in path
@@ -108,6 +120,9 @@ class FakeUpstream:
         for entry in files:
             if entry["filename"] in self.provenances:
                 entry["provenance"] = f"../../integrity/{entry['filename']}/provenance"
+            metadata = self.metadata.get(str(entry["filename"]))
+            if metadata is not None:
+                entry["core-metadata"] = {"sha256": hashlib.sha256(metadata).hexdigest()}
         meta: dict[str, object] = {"api-version": self.api_version}
         if project in self.tracks:
             meta["tracks"] = self.tracks[project]
@@ -118,12 +133,18 @@ class FakeUpstream:
             status, reason = self.status[project]
             page["project-status"] = {"status": status, **({"reason": reason} if reason
                                                             else {})}
+        if project in self.versions:
+            page["versions"] = self.versions[project]
         return json.dumps(page).encode()
 
 
 def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # as real servers do (nginx's tcp_nodelay, Apache): headers and body are separate
+        # writes, and with Nagle's algorithm a kept-alive client's delayed ACK would hold
+        # every body back about 40 ms
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass
@@ -139,6 +160,8 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802
             up.requests.append(self.path)
+            if up.latency:
+                time.sleep(up.latency)
             fault = up.fault
             if fault == "blackhole":
                 time.sleep(20)
@@ -168,6 +191,10 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
             if len(parts) == 3 and parts[0] == "integrity" and parts[2] == "provenance" \
                     and parts[1] in up.provenances:
                 return self.send(200, up.provenances[parts[1]], "application/json")
+            if len(parts) == 2 and parts[0] == "files" and parts[1].endswith(".metadata"):
+                meta = up.metadata.get(parts[1].removesuffix(".metadata"))
+                if meta is not None:
+                    return self.file(meta, fault)
             if len(parts) == 2 and parts[0] == "files":
                 for files in up.files.values():
                     if parts[1] in files:
@@ -202,7 +229,7 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
             self.body(body, ctype, fault)
 
         def file(self, data: bytes, fault: str | None) -> None:
-            if fault == "wrong-bytes":
+            if fault in ("wrong-bytes", "throttle-wrong-bytes"):
                 data = data[:-1] + bytes([data[-1] ^ 1])
             self.body(data, "application/octet-stream", fault)
 
@@ -221,7 +248,7 @@ def _handler(up: FakeUpstream) -> type[BaseHTTPRequestHandler]:
                         return
                 self.close_connection = True
                 return
-            if fault == "throttle":
+            if fault in ("throttle", "throttle-wrong-bytes"):
                 self.send_response(200)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))

@@ -93,8 +93,9 @@ def test_redirects(site: Deployment) -> None:
     assert status == 302 and headers["Location"] == site.url("stable") + "acme-lib/"
     status, headers, _ = raw_get(site.url("dev") + "public-lib/")
     assert status == 302 and headers["Location"] == site.upstream.simple_url + "public-lib/"
-    status, headers, _ = raw_get(site.url("dev") + "Acme_App/")
-    assert status == 301 and headers["Location"] == site.url("dev") + "acme-app/"
+    for typed in ("Acme_App/", "Acme_App", "acme_app", "ACME-APP"):
+        status, headers, _ = raw_get(site.url("dev") + typed)
+        assert status == 301 and headers["Location"] == site.url("dev") + "acme-app/", typed
     status, headers, _ = raw_get(site.url("dev") + "ACME..APP/acme_app-1.0-py3-none-any.whl")
     assert status == 301
     assert headers["Location"] == site.url("dev") + "acme-app/acme_app-1.0-py3-none-any.whl"
@@ -112,8 +113,12 @@ def test_redirects(site: Deployment) -> None:
         ("application/vnd.pypi.simple.v1+json", 200, "application/vnd.pypi.simple.v1+json"),
         ("*/*", 200, "text/html"),  # what curl sends
         ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", 200, "text/html"),
-        # the HTML variant is one file: served as text/html, PEP 691's alias of v1+html
-        ("application/vnd.pypi.simple.v1+html", 200, "text/html"),
+        ("application/vnd.pypi.simple.v1+html", 200, "application/vnd.pypi.simple.v1+html"),
+        # PEP 691's aliases: the answer names the version
+        ("application/vnd.pypi.simple.latest+json", 200, "application/vnd.pypi.simple.v1+json"),
+        ("application/vnd.pypi.simple.latest+html", 200, "application/vnd.pypi.simple.v1+html"),
+        ("image/png, application/vnd.pypi.simple.latest+json;q=0.5", 200,
+         "application/vnd.pypi.simple.v1+json"),
         ("image/png", 406, None),
     ],
 )
@@ -128,6 +133,7 @@ def test_content_negotiation(site: Deployment, accept: str, status: int,
         if ctype and "json" in ctype:
             page = json.loads(body)
             assert page["meta"]["api-version"] == "1.4"
+    assert "AH00690" not in site.error_log() and "no acceptable variant" not in site.error_log()
 
 
 def test_dist_files_served_as_bytes(site: Deployment, tmp_path: Path) -> None:

@@ -3,6 +3,10 @@ goes away; the local copy keeps installs working."""
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +32,15 @@ def cache_site() -> Iterator[Deployment]:
             yield d
 
 
+def kept(path: Path) -> bool:
+    """Whether a fetched file is kept: it is published just after its client got its last
+    byte (in the background), so give it a moment."""
+    deadline = time.monotonic() + 10
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return path.exists()
+
+
 def installed(target: Path) -> list[str]:
     return sorted(p.name for p in target.iterdir() if p.name.endswith(".dist-info"))
 
@@ -40,7 +53,7 @@ def test_installs_keep_working_when_the_upstream_is_gone(cache_site: Deployment,
     assert installed(tmp_path / "first") == expected
     cached = cache_site.settings.root / "+upstream"
     for name in PACKAGES:
-        assert (cached / name / wheel_name(name, "1.0")).exists()
+        assert kept(cached / name / wheel_name(name, "1.0"))
         assert (cached / name / "index.v1_json").exists()
 
     cache_site.upstream.stop()
@@ -81,15 +94,63 @@ def test_one_download_per_file_under_concurrent_requests(cache_site: Deployment)
     assert [p for p in cache_site.upstream.requests if p.endswith(name)] == [f"/files/{name}"]
 
 
-def test_wrong_bytes_from_upstream_are_not_published(cache_site: Deployment) -> None:
+def test_a_cold_file_streams_while_it_downloads(cache_site: Deployment, tmp_path: Path) -> None:
+    """The first byte reaches the client long before the upstream's transfer ends; pip
+    installs it and the file is cached."""
+    up = cache_site.upstream
+    up.add("slow-pkg", wheel_name("slow-pkg", "1.0"),
+           wheel_bytes("slow-pkg", "1.0", payload=os.urandom(600_000)))
+    name = wheel_name("slow-pkg", "1.0")
+    size = len(up.files["slow-pkg"][name])
+    raw_get(cache_site.origin + "/pypi/+upstream/slow-pkg/")
+    up.fault, up.rate = "throttle", size // 3  # about 3 s for the whole file
+    conn = http.client.HTTPConnection("127.0.0.1", cache_site.port, timeout=30)
+    started = time.monotonic()
+    conn.request("GET", f"/pypi/+upstream/slow-pkg/{name}")
+    resp = conn.getresponse()
+    first = resp.read(1)
+    first_byte = time.monotonic() - started
+    rest = resp.read()
+    total = time.monotonic() - started
+    conn.close()
+    assert resp.status == 200 and first + rest == up.files["slow-pkg"][name]
+    assert resp.headers["Content-Length"] == str(size)
+    assert first_byte < 1.5 and total > 2.5, (first_byte, total)
+    assert kept(cache_site.settings.root / "+upstream" / "slow-pkg" / name)
+    up.fault = None
+    again = pip_install(cache_site.url("dev"), tmp_path / "t", "slow-pkg")
+    assert again.returncode == 0, again.stdout + again.stderr + cache_site.error_log()
+
+
+def test_wrong_bytes_from_upstream_fail_pip_and_are_not_published(cache_site: Deployment,
+                                                                   tmp_path: Path) -> None:
+    up = cache_site.upstream
+    up.add("bad-bytes", wheel_name("bad-bytes", "2.0"),
+           wheel_bytes("bad-bytes", "2.0", payload=os.urandom(2_000_000)))
     raw_get(cache_site.origin + "/pypi/+upstream/bad-bytes/")
-    name = wheel_name("bad-bytes", "1.0")
-    cache_site.upstream.fault = "wrong-bytes"
+    name, big = wheel_name("bad-bytes", "1.0"), wheel_name("bad-bytes", "2.0")
+    up.fault = "wrong-bytes"
+    # a file that arrives in one piece is checked before the answer: 502
     status, _, body = raw_get(cache_site.origin + f"/pypi/+upstream/bad-bytes/{name}")
     assert status == 502 and b"sha256 differs" in body
+    # a streamed one ends short: never a complete-looking wrong file
+    up.fault, up.rate = "throttle-wrong-bytes", 1_000_000
+    conn = http.client.HTTPConnection("127.0.0.1", cache_site.port, timeout=30)
+    conn.request("GET", f"/pypi/+upstream/bad-bytes/{big}")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    with pytest.raises(http.client.IncompleteRead):
+        resp.read()
+    conn.close()
+    result = pip_install(cache_site.url("dev"), tmp_path / "t", "bad-bytes")
+    assert result.returncode != 0
     folder = cache_site.settings.root / "+upstream" / "bad-bytes"
-    assert not (folder / name).exists()
+    assert not (folder / name).exists() and not (folder / big).exists()
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+    up.fault = None
+    result = pip_install(cache_site.url("dev"), tmp_path / "t2", "bad-bytes")
+    assert result.returncode == 0, result.stdout + result.stderr + cache_site.error_log()
+    assert kept(folder / big)
 
 
 @pytest.mark.parametrize(("fault", "status"), [("blackhole", 504), ("503", 502)])
@@ -114,3 +175,65 @@ def test_claimed_and_private_names_never_reach_the_upstream(cache_site: Deployme
     status, _, _ = raw_get(cache_site.origin, "/pypi/+app/+cache/secret-x/")
     assert status == 403
     assert cache_site.upstream.requests == []
+
+
+def test_core_metadata_is_fetched_on_demand_verified_and_kept(cache_site: Deployment,
+                                                               tmp_path: Path) -> None:
+    up = cache_site.upstream
+    name = wheel_name("meta-pkg", "1.0")
+    up.add("meta-pkg", name, wheel_bytes("meta-pkg", "1.0"), with_metadata=True)
+    up.add("meta-bad", wheel_name("meta-bad", "1.0"), wheel_bytes("meta-bad", "1.0"),
+           with_metadata=True)
+    expected = up.metadata[name]
+    status, _, body = raw_get(cache_site.origin + "/pypi/+upstream/meta-pkg/",
+                              headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    assert status == 200
+    entry = json.loads(body)["files"][0]
+    assert entry["core-metadata"] == {"sha256": hashlib.sha256(expected).hexdigest()}
+    status, headers, body = raw_get(cache_site.origin + f"/pypi/+upstream/meta-pkg/{name}"
+                                    ".metadata")
+    assert status == 200 and body == expected
+    assert headers["Content-Type"] == "application/octet-stream"
+    on_disk = cache_site.settings.root / "+upstream" / "meta-pkg" / f"{name}.metadata"
+    assert on_disk.read_bytes() == expected
+    assert not (on_disk.parent / name).exists()  # the metadata alone, not the wheel
+    up.requests.clear()
+    status, headers, body = raw_get(cache_site.origin + f"/pypi/+upstream/meta-pkg/{name}"
+                                    ".metadata")
+    assert status == 200 and body == expected and "ETag" in headers  # Apache, from disk
+    assert up.requests == []
+    # metadata that does not match the listing's hash is refused and not kept
+    raw_get(cache_site.origin + "/pypi/+upstream/meta-bad/")
+    up.fault = "wrong-bytes"
+    bad = wheel_name("meta-bad", "1.0") + ".metadata"
+    status, _, body = raw_get(cache_site.origin + f"/pypi/+upstream/meta-bad/{bad}")
+    assert status == 502 and b"sha256 differs" in body
+    assert not (cache_site.settings.root / "+upstream" / "meta-bad" / bad).exists()
+    up.fault = None
+    result = pip_install(cache_site.url("dev"), tmp_path / "t", "meta-pkg")
+    assert result.returncode == 0, result.stdout + result.stderr + cache_site.error_log()
+
+
+def test_concurrent_requests_for_a_streaming_cold_file_cause_one_download(
+        cache_site: Deployment) -> None:
+    up = cache_site.upstream
+    name = wheel_name("shared-pkg", "1.0")
+    up.add("shared-pkg", name, wheel_bytes("shared-pkg", "1.0", payload=os.urandom(800_000)))
+    raw_get(cache_site.origin + "/pypi/+upstream/shared-pkg/")
+    expected = up.files["shared-pkg"][name]
+    up.fault, up.rate = "throttle", len(expected) // 2  # about 2 s
+    up.requests.clear()
+    results: list[tuple[int, bytes]] = []
+
+    def get() -> None:
+        status, _, body = raw_get(cache_site.origin + f"/pypi/+upstream/shared-pkg/{name}")
+        results.append((status, body))
+
+    threads = [threading.Thread(target=get) for _ in range(4)]
+    for t in threads:
+        t.start()
+        time.sleep(0.2)  # the first one is streaming when the others ask
+    for t in threads:
+        t.join(timeout=60)
+    assert results == [(200, expected)] * 4
+    assert [p for p in up.requests if p.endswith(name)] == [f"/files/{name}"]

@@ -246,3 +246,24 @@ def test_refresh_upstream_reports_public_names_claimed_during_an_outage(
     assert "policy.overlay" in problems[0] and "claims.map" in problems[0]
     assert tree.claims_map.read_bytes() == claims_before  # reported, nothing changed
     assert set(load_claims(tree)) == {"pubpkg", "localonly", "acme"}
+
+
+@pytest.mark.parametrize("name", ["claimedpkg", "secret-x", "pubpkg", "claimedpkg%0a",
+                                  "ClaimedPkg", "nosuch"])
+def test_refresh_route_asks_the_upstream_only_for_a_cached_public_listing(
+        cache_app: tuple[TestApp, Settings], upstream: FakeUpstream, name: str) -> None:
+    """+refresh (any mode) needs the rules' flag; for a claimed, private, invalid or
+    never-cached name it asks nothing and changes nothing (a valid one is handed back to
+    Apache as it is)."""
+    app, settings = cache_app
+    before = snapshot(settings)
+    upstream.requests.clear()
+    internal(app, f"/pypi/+app/+refresh/dev/{name}/", None, status=404)
+    internal(app, f"/pypi/+app/+refresh/dev/{name}/", "cache", status=404)
+    internal(app, f"/pypi/+app/+refresh/nosuchrepo/{name}/", "refresh", status=404)
+    resp = internal(app, f"/pypi/+app/+refresh/dev/{name}/", "refresh")
+    assert resp.status_int in (200, 400, 404)  # type: ignore[attr-defined]
+    if resp.status_int == 200:  # type: ignore[attr-defined]
+        assert resp.headers["Location"] == f"/pypi/dev/{name}/"  # type: ignore[attr-defined]
+    assert upstream.requests == []
+    assert snapshot(settings) == before

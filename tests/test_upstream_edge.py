@@ -4,6 +4,7 @@ upstream's slow faults)."""
 from __future__ import annotations
 
 import io
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -94,3 +95,36 @@ def test_concurrent_upstream_work_is_bounded(upstream: FakeUpstream) -> None:
     upstream.fault, upstream.released = None, threading.Event()
     client.negative_ttl = 0
     assert client.fetch_listing("acme").found  # slots given back
+
+
+def test_connections_are_kept_alive_and_replaced_when_closed(upstream: FakeUpstream) -> None:
+    client = Upstream(upstream.simple_url, timeout=2)
+    for _ in range(5):
+        listing = client.fetch_listing("acme")
+        assert listing.found
+        data = io.BytesIO()
+        client.fetch_file(listing.files[0], data, 10**8)
+        assert client.fetch_listing("nothing-here").found is False  # a 404 keeps it too
+    assert client.connections == 1
+    # the upstream goes away and comes back on another connection: a pooled connection it
+    # closed is replaced without an error
+    for conns in client._idle.values():
+        for _, conn in conns:
+            assert conn.sock is not None
+            conn.sock.shutdown(socket.SHUT_RDWR)
+    assert client.fetch_listing("acme").found
+    assert client.connections == 2
+    client.close()
+
+
+def test_files_wait_for_a_slot_while_listings_are_refused(upstream: FakeUpstream) -> None:
+    client = Upstream(upstream.simple_url, timeout=2, max_concurrent=1)
+    entry = client.fetch_listing("acme").files[0]
+    held = client.get(upstream.simple_url + "acme/")  # the only slot
+    threading.Timer(1.0, held.close).start()
+    with pytest.raises(UpstreamBusy):
+        client.fetch_listing("acme")
+    started = time.monotonic()
+    data = io.BytesIO()
+    client.fetch_file(entry, data, 10**8)  # waited for the slot, then streamed
+    assert 0.5 < time.monotonic() - started < 5 and data.getvalue()

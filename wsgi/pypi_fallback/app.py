@@ -20,9 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from webob import Request, Response
-from webob.static import FileIter
 
-from . import mirror
+from . import fill, mirror
 from .auth import GroupFile, authorize_upload
 from .config import IMMUTABLE, Settings, load_settings
 from .errors import (
@@ -44,7 +43,6 @@ from .errors import (
     Unauthorized,
     UpstreamUnavailable,
 )
-from .listing import HTML_TYPE, JSON_TYPE
 from .names import parse_normalized_name
 from .pages import PageRefresher
 from .policywatch import PolicyWatcher, Rerenderer
@@ -154,6 +152,24 @@ def _boundary(request: Request) -> str | None:
     return value if isinstance(value, str) else None
 
 
+class _LocalRedirect(Response):
+    """A response whose Location stays the local path it was given (WebOb would make
+    it absolute, which Apache would send to the client as a redirect)."""
+
+    def _abs_headerlist(self, environ: dict[str, Any]) -> list[tuple[str, str]]:
+        return list(self.headerlist)
+
+
+def served_by_apache(path: str) -> Response:
+    """Hand the request back to Apache, which serves ``path`` itself (with sendfile, its
+    validators, negotiation and caching headers): mod_wsgi's daemon mode turns a 200 with
+    a local Location into an internal redirect (a CGI local redirect, RFC 3875)."""
+    resp = _LocalRedirect(status=200, content_type="text/plain", charset="utf-8")
+    resp.headers["Location"] = path
+    resp.text = f"{path}\n"
+    return resp
+
+
 def error_response(status: int, reason: str) -> Response:
     """A plain-text error whose reason is also the status line's phrase."""
     phrase = " ".join(reason.split())  # no CR/LF or tabs in a header
@@ -180,6 +196,7 @@ class App:
         self._reachable: tuple[float, bool] = (0.0, False)
         self._reachable_lock = threading.Lock()
         self._checking = False
+        self._listing_locks = [threading.Lock() for _ in range(64)]
         self.rerender = Rerenderer()
         self.policy = PolicyWatcher(settings, self._policy_changed)
 
@@ -240,7 +257,7 @@ class App:
             if request.method not in ("GET", "HEAD"):
                 raise MethodNotAllowed(f"Method {request.method} not allowed here")
             return self.health()
-        if rest.startswith(("+cache/", "+fetch/")):
+        if rest.startswith(("+cache/", "+fetch/", "+refresh/")):
             return self.cache(request, rest)
         repo_name = rest[:-1] if rest.endswith("/") else rest
         if "/" in repo_name or repo_name not in self.settings.repos:
@@ -294,17 +311,21 @@ class App:
         return resp
 
     def cache(self, request: Request, rest: str) -> Response:
-        """Cache mode: a project page from the upstream's listing, or a file fetched once.
+        """The internal routes: in cache mode, a project page from the upstream's listing
+        (``+cache``) or a file fetched once (``+fetch``); in any mode, a listing that merges
+        the upstream's files revalidated when its freshness stamp ran out (``+refresh``).
 
-        Internal routes: they answer only in cache mode, only to a request that the
-        drop-in's rewrite rules sent here (the route flag), and check the name and the
-        claims themselves before anything reaches the upstream."""
+        They answer only to a request that the drop-in's rewrite rules sent here (the route
+        flag), +cache and +fetch only in cache mode, and check the names and the claims
+        themselves before anything reaches the upstream."""
         kind, _, tail = rest.partition("/")
-        if self.settings.fallback_mode != "cache" or \
-                request.environ.get(ROUTE_FLAG) != kind.lstrip("+"):
+        if request.environ.get(ROUTE_FLAG) != kind.lstrip("+") or (
+                kind != "+refresh" and self.settings.fallback_mode != "cache"):
             raise NotFound(f"Not found: {rest!r}")
         if request.method not in ("GET", "HEAD"):
             raise MethodNotAllowed(f"Method {request.method} not allowed here")
+        if kind == "+refresh":
+            return self.refresh(rest, tail)
         name, _, filename = tail.partition("/")
         project = parse_normalized_name(name, "name in the URL")
         if mirror.is_claimed(self.settings, project):
@@ -316,31 +337,52 @@ class App:
             resp = Response(body=fetched.path.read_bytes(), content_type="application/json")
             return resp
         if kind == "+fetch":
-            fetched = mirror.fetch_file(self.settings, self.upstream, project, filename,
-                                        request.remote_addr)
+            opened = fill.open_file(self.settings, self.upstream, project, filename,
+                                    request.remote_addr)
+            if isinstance(opened, mirror.Fetched):  # on disk now: Apache serves it
+                return served_by_apache(
+                    f"{self.settings.url_prefix}/{UPSTREAM_DIR}/{project}/{filename}")
             resp = Response(content_type="application/octet-stream")
-            resp.app_iter = FileIter(open(fetched.path, "rb"))  # noqa: SIM115
-            resp.content_length = fetched.path.stat().st_size
-            if fetched.downloaded and self.pages.has_page(project):  # now "cached from upstream"
-                resp.app_iter = AfterResponse(resp.app_iter,
-                                              lambda: self.pages.request([project]))
+            resp.app_iter = opened
+            resp.content_length = opened.size
+            if self.pages.has_page(project):  # now "cached from upstream"
+                opened.on_published = lambda: self.pages.request([project])
             return resp
         if filename:
             raise NotFound(f"Not found: {rest!r}")
-        listing = mirror.get_listing(self.settings, self.upstream, project)
-        if not listing.found:
-            raise NotFound(f"{project!r} is not on the upstream")
-        with locked(Tree.of(self.settings), f"+fetch-{project}"):
-            render_upstream_page(self.settings, project, Writer())
-        folder = self.settings.root / UPSTREAM_DIR / project
-        offers = [JSON_TYPE, "text/html", HTML_TYPE]
-        best = request.accept.best_match(offers) if request.accept else "text/html"
-        if best is None:
-            raise NotAcceptable("Neither HTML nor JSON listings are acceptable")
-        name_ = "index.v1_json" if best == JSON_TYPE else "index.html"
-        resp = Response(body=(folder / name_).read_bytes(), content_type=best)
-        resp.vary = ("Accept",)
-        return resp
+        with self._listing_lock(project):  # one revalidation at a time per project
+            listing = mirror.get_listing(self.settings, self.upstream, project)
+            if not listing.found:
+                raise NotFound(f"{project!r} is not on the upstream")
+            with locked(Tree.of(self.settings), f"+fetch-{project}"):
+                render_upstream_page(self.settings, project, Writer())
+            mirror.stamp_fresh(self.settings, listing)
+        # Apache serves the page as it serves every cached page: negotiated, with its
+        # validators and caching headers
+        return served_by_apache(f"{self.settings.url_prefix}/{UPSTREAM_DIR}/{project}/")
+
+    def refresh(self, rest: str, tail: str) -> Response:
+        """A local listing that merges the upstream's files (an overlay), older than
+        ``upstream.ttl``: the upstream's listing revalidated, the project's listings
+        rebuilt when it changed, then served by Apache."""
+        repo, _, name = tail.rstrip("/").partition("/")
+        if repo not in self.settings.repos or "/" in name:
+            raise NotFound(f"Not found: {rest!r}")
+        project = parse_normalized_name(name, "name in the URL")
+        tree = Tree.of(self.settings)
+        cached = mirror.load_listing(tree, project)
+        # anything else (a claimed name, no listing here) is Apache's to answer as it is
+        if not mirror.is_claimed(self.settings, project) and cached is not None and \
+                cached.found and (tree.project_dir(repo, project) / "index.v1_json").exists():
+            with self._listing_lock(project):
+                listing = mirror.get_listing(self.settings, self.upstream, project)
+                if (listing.files, listing.versions) != (cached.files, cached.versions):
+                    regenerate(self.settings, names=[project])
+                mirror.stamp_fresh(self.settings, listing)
+        return served_by_apache(f"{self.settings.url_prefix}/{repo}/{project}/")
+
+    def _listing_lock(self, project: str) -> threading.Lock:
+        return self._listing_locks[hash(project) % len(self._listing_locks)]
 
     def upstream_reachable(self) -> bool | None:
         """The last known answer (None before the first), never waited for: a check runs in

@@ -180,8 +180,11 @@ def render_repos_html(page: Mapping[str, Any]) -> bytes:
     return _env.get_template("repos.html").render(page=page).encode("utf-8")
 
 
+# PEP 691's "latest" types are aliases of v1 (the answer names the version, v1).
 TYPE_MAP = (
     "URI: index.html\nContent-Type: text/html; qs=1.0\n\n"
     f"URI: index.html\nContent-Type: {HTML_TYPE}; qs=0.99\n\n"
-    f"URI: index.v1_json\nContent-Type: {JSON_TYPE}; qs=0.98\n"
+    "URI: index.html\nContent-Type: application/vnd.pypi.simple.latest+html; qs=0.99\n\n"
+    f"URI: index.v1_json\nContent-Type: {JSON_TYPE}; qs=0.98\n\n"
+    "URI: index.v1_json\nContent-Type: application/vnd.pypi.simple.latest+json; qs=0.98\n"
 ).encode()

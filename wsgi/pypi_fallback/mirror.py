@@ -1,5 +1,6 @@
-"""What pypi-fallback keeps of the upstream: cached listings (stale-if-error), the
-dependency-confusion rule, and the pull-through file cache of ``fallback.mode = "cache"``.
+"""What pypi-fallback keeps of the upstream: cached listings (stale-if-error) and when
+each is fresh, the dependency-confusion rule, and the whole-file download of the pull-through
+cache (``fill`` streams cold files to clients on top of it).
 
 Network calls go through ``upstream.Upstream``; files go through ``storage``.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +111,61 @@ def get_listing(settings: Settings, upstream: Upstream, project: NormalizedName,
     if store and listing.found:  # a name the upstream does not know costs no state
         store_listing(tree, listing)
     return listing
+
+
+# -- freshness stamps: how Apache knows a listing on disk is still fresh ----------------------
+#
+# Apache serves cached (+upstream) and overlay listings from disk without Python, and its
+# rules cannot compute a file's age. So the fill leaves empty stamp files named by the
+# stretches of time (local time, as Apache's %{TIME} is) during which a listing is fresh,
+# in ``<state>/fresh/<project>/``: ``YYYYMMDDHHMM`` for a whole minute, ``YYYYMMDDHHMMs``
+# for ten seconds (``s`` the tens digit of the seconds) in the last, partial minute. A
+# request at a time with no stamp goes to the app, which revalidates the listing
+# (conditionally) and stamps it again; while the upstream fails, the stale copy is stamped
+# for the current ten seconds only (stale-if-error; asked again after that). A listing
+# fetched at t is thus served as it is until t + ttl + 10 s at the latest, and a refresh
+# costs at most ttl / 60 + 6 empty files.
+
+FRESH_DIR = "fresh"
+FRESH_SLACK = 10  # seconds a listing may be served past upstream.ttl
+
+
+def fresh_dir(tree: Tree, project: str) -> Path:
+    return tree.state / FRESH_DIR / project
+
+
+def fresh_stamps(until: float, now: float) -> list[str]:
+    """The stamps that make a listing fresh from ``now`` to ``until`` (at least now)."""
+    tm = time.localtime(now)
+    start = int(now) - tm.tm_sec  # this minute's first second
+    names = []
+    while start + 60 <= until:
+        names.append(time.strftime("%Y%m%d%H%M", time.localtime(start)))
+        start += 60
+    while start < until or not names:
+        tm = time.localtime(start)
+        if start + 10 > now:
+            names.append(time.strftime("%Y%m%d%H%M", tm) + str(tm.tm_sec // 10))
+        start += 10
+    return names
+
+
+def stamp_fresh(settings: Settings, listing: UpstreamListing, now: float | None = None
+                ) -> list[str]:
+    """Stamp the listing fresh until its age reaches ``upstream.ttl`` (at least for the
+    current ten seconds); remove the project's other stamps. Returns the stamps."""
+    now = time.time() if now is None else now
+    names = fresh_stamps(listing.fetched + settings.upstream_ttl, now)
+    folder = fresh_dir(Tree.of(settings), listing.project)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        os.close(os.open(folder / name, os.O_WRONLY | os.O_CREAT, 0o644))
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name not in names:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+    return names
 
 
 def is_claimed(settings: Settings, project: str) -> bool:
@@ -214,9 +271,13 @@ def admitted_upstream(settings: Settings, project: str, now: float | None = None
             admitted.exceptions.append((f.filename, verdict.exception))
         url = f"../../{UPSTREAM_DIR}/{project}/{f.filename}" if cache else f.url
         provenance = f"{url}.provenance" if cache and f.provenance else f.provenance
+        # PEP 658/714: in cache mode the metadata is fetched on demand like the file (and not
+        # offered when its companion file's name would be too long)
+        metadata = f.metadata_sha256 if not cache or \
+            len(f.filename) + len(".metadata") <= 250 else None
         admitted.entries.append(FileEntry(
             f.filename, url, f.sha256, f.size, f.version, f.upload_time, f.requires_python,
-            None if cache else f.metadata_sha256, f.yanked, provenance))
+            metadata, f.yanked, provenance))
     return admitted
 
 
@@ -260,6 +321,11 @@ class Fetched:
     downloaded: bool  # False: it was in the cache already
 
 
+def file_lock(project: str, filename: str) -> str:
+    """One lock per cached file (a filename can be too long for a lock file's name)."""
+    return f"+fetch-{project}-{hashlib.sha256(filename.encode()).hexdigest()[:24]}"
+
+
 def fetch_file(settings: Settings, upstream: Upstream, project: NormalizedName,
                filename: str, client: str | None = None, *, cooldown: bool = True) -> Fetched:
     """A listed upstream file, into ``<root>/+upstream/<project>/``: downloaded once (under
@@ -274,7 +340,7 @@ def fetch_file(settings: Settings, upstream: Upstream, project: NormalizedName,
     tree = Tree.of(settings)
     folder = settings.root / UPSTREAM_DIR / project
     final = folder / filename
-    with locked(tree, f"+fetch-{project}"):
+    with locked(tree, file_lock(project, filename)):
         if final.exists():
             return Fetched(final, False)
         listing = get_listing(settings, upstream, project)

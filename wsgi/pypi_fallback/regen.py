@@ -561,12 +561,15 @@ def render_upstream_page(settings: Settings, project: NormalizedName, writer: Wr
     folder = settings.root / UPSTREAM_DIR / project
     page = build_project_page(project, merge_files([admitted.entries]), admitted.tracks,
                               admitted.status, admitted.alternate_locations)
-    body = render_json(page)
-    with contextlib.suppress(OSError):
+    if listing.versions and not admitted.withheld:
+        page["versions"] = list(listing.versions)  # the upstream's own list (PEP 700)
+    body, html = render_json(page), render_project_html(page)
+    with contextlib.suppress(OSError):  # unchanged: left as it is (its validators too)
         if _regular_bytes(os.path.join(folder, "index.v1_json")) == body and \
-                os.path.isfile(folder / "index.html"):
+                _regular_bytes(os.path.join(folder, "index.html")) == html and \
+                _regular_bytes(os.path.join(folder, "index.var")) == TYPE_MAP:
             return False
-    write_listing(writer, settings.root, folder, body, render_project_html(page), TYPE_MAP)
+    write_listing(writer, settings.root, folder, body, html, TYPE_MAP)
     if admitted.exceptions and page["files"]:
         mirror.audit_exceptions(settings, UPSTREAM_DIR, project, admitted.exceptions)
     return True

@@ -123,6 +123,8 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
         "htpasswd": settings.htpasswd,
         "htgroups": settings.htgroups,
         "claims_map": settings.state / "claims.map",
+        "fresh_dir": settings.state / "fresh",  # mirror.FRESH_DIR: listings' freshness stamps
+        "upstream_listings": settings.state / "upstream",  # mirror.listing_path's folder
         "repos": repos,
         "repo_alternation": "|".join(re.escape(r) for r in settings.repos),
         "private_re": "|".join(glob_to_regex(p) for p in settings.private),

@@ -12,22 +12,31 @@ deadline but must keep a minimum rate over each window, so a large file on a slo
 still arrives while a stalled one fails. Failures are remembered for a short while (the
 next caller fails at once instead of waiting again), and at most ``max_concurrent``
 requests run at once per client: the others are refused at once (503).
+
+Connections are kept alive and reused (a small pool per scheme, host and port): a
+connection goes back to the pool only when its answer was read to the end in time, and a
+reused connection that the upstream closed meanwhile is replaced once, at once (a GET may
+be sent again). ``http.client`` plus this pool is kept over urllib3: the watchdog needs
+the socket of the request in flight, and urllib3's timeouts are per read, not a total.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import hashlib
 import http.client
 import json
 import os
+import select
 import socket
 import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
 from typing import IO, Any
@@ -45,6 +54,8 @@ USER_AGENT = "pypi-fallback"
 MIN_RATE = 16 * 1024  # bytes a second a file body must average over each window
 NEGATIVE_TTL = 15.0  # seconds a failure is remembered
 MAX_CONCURRENT = 8  # upstream requests at once, per client (per daemon process)
+MAX_IDLE_SECONDS = 30.0  # a pooled connection unused for longer is closed, not reused
+DRAIN_BYTES = 64 * 1024  # an unread body up to this size is read so its connection is kept
 
 
 class UpstreamError(PyPIFallbackError):
@@ -116,6 +127,7 @@ class UpstreamListing:
     etag: str | None = None
     last_modified: str | None = None
     meta: ProjectMeta = ProjectMeta()
+    versions: tuple[str, ...] = ()  # the upstream's PEP 700 list (JSON), as it gave it
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -130,7 +142,8 @@ class UpstreamListing:
                    data.get("etag"), data.get("last_modified"),
                    ProjectMeta(meta.get("status"), meta.get("status_reason"),
                                tuple(meta.get("tracks", ())),
-                               tuple(meta.get("alternate_locations", ()))))
+                               tuple(meta.get("alternate_locations", ()))),
+                   versions=tuple(data.get("versions", ())))
 
     def file(self, filename: str) -> UpstreamFile | None:
         return next((f for f in self.files if f.filename == filename), None)
@@ -231,6 +244,18 @@ def _provenance_url(value: Any, page_url: str) -> str | None:
     return url if parts.scheme in ("http", "https") and "@" not in parts.netloc else None
 
 
+def parse_json_versions(body: bytes) -> tuple[str, ...]:
+    """PEP 700's ``versions`` of a JSON listing, kept as given (strings only; none when
+    absent or malformed: the files' versions then stand in)."""
+    try:
+        versions = json.loads(body).get("versions")
+    except (ValueError, AttributeError):
+        return ()
+    if not isinstance(versions, list) or len(versions) > 100_000:
+        return ()
+    return tuple(v for v in versions if isinstance(v, str) and 0 < len(v) <= 200)
+
+
 class _Anchors(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -318,6 +343,7 @@ class _Response:
     resp: http.client.HTTPResponse
     watchdog: _Watchdog
     release: Any = None  # gives back the client's slot when closed
+    reuse: Any = None  # takes the connection back into the pool when closed
 
     def keep_rate(self) -> None:
         """From now on the body needs no total deadline, only a minimum rate."""
@@ -369,9 +395,28 @@ class _Response:
     def read(self, cap: int) -> bytes:
         return b"".join(self.iter_body(cap))
 
+    def _reusable(self) -> bool:
+        """Whether the connection can carry another request: the answer was read to its
+        end (or a short unread one is read now), in time, and the server keeps it open."""
+        if self.watchdog.expired or self.resp.will_close:
+            return False
+        if not self.resp.isclosed():
+            declared = self.headers.get("Content-Length", "")
+            if not declared.isdigit() or int(declared) > DRAIN_BYTES:
+                return False
+            try:
+                self.resp.read(int(declared))
+            except (OSError, http.client.HTTPException):
+                return False
+        return self.resp.isclosed() and not self.watchdog.expired
+
     def close(self) -> None:
         self.watchdog.cancel()
-        self.conn.close()
+        if self.reuse is not None and self._reusable():
+            self.reuse(self.conn)
+        else:
+            self.conn.close()
+        self.reuse = None
         if self.release is not None:
             self.release()
             self.release = None
@@ -390,6 +435,10 @@ class Upstream:
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._failures: dict[str, tuple[float, UpstreamError]] = {}
         self._lock = threading.Lock()
+        self._max_idle = max_concurrent
+        self._idle: dict[tuple[str, str, int | None], list[tuple[float,
+                                                                 http.client.HTTPConnection]]] = {}
+        self.connections = 0  # opened so far (a figure for tests and benchmarks)
 
     def project_url(self, project: str) -> str:
         """The project's page; the name is quoted (names are validated long before, but a
@@ -415,43 +464,99 @@ class Upstream:
                 self._failures.clear()
             self._failures[urlsplit(url).netloc if host_wide else url] = (time.monotonic(), exc)
 
+    # -- the pool of kept-alive connections
+
+    def _pooled(self, key: tuple[str, str, int | None]) -> http.client.HTTPConnection | None:
+        """An idle connection to ``key`` that still looks open (none waiting to be read:
+        a readable idle socket means the server closed it or sent something unasked)."""
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                if not idle:
+                    return None
+                since, conn = idle.pop()
+            sock = conn.sock
+            try:
+                readable = sock is None or bool(select.select([sock], [], [], 0)[0])
+            except (OSError, ValueError):
+                readable = True
+            if now - since < MAX_IDLE_SECONDS and not readable:
+                return conn
+            conn.close()
+
+    def _give_back(self, key: tuple[str, str, int | None],
+                   conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < self._max_idle:
+                idle.append((time.monotonic(), conn))
+                return
+        conn.close()
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for _, conn in conns:
+                conn.close()
+
+    def _connect(self, scheme: str, host: str, port: int | None, timeout: float
+                 ) -> http.client.HTTPConnection:
+        self.connections += 1
+        if scheme == "https":
+            return http.client.HTTPSConnection(host, port, timeout=timeout,
+                                               context=ssl.create_default_context())
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+
     def _open(self, url: str, headers: Mapping[str, str], deadline: float) -> _Response:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UpstreamError(f"Not an http(s) URL: {url!r}")
-        timeout = max(0.1, min(self.timeout, deadline - time.monotonic()))
-        conn: http.client.HTTPConnection
-        if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
-                                               context=ssl.create_default_context())
-        else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        key = (parts.scheme, parts.hostname, parts.port)
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        watchdog = _Watchdog(conn, deadline - time.monotonic())
-        try:
-            conn.request("GET", path, headers={"User-Agent": USER_AGENT,
-                                               "Accept-Encoding": "identity", **headers})
-            resp = conn.getresponse()
-        except TimeoutError:
-            watchdog.cancel()
-            conn.close()
-            raise UpstreamTimeout(f"Upstream timed out: {url}") from None
-        except (OSError, http.client.HTTPException) as exc:
-            watchdog.cancel()
-            conn.close()
-            if watchdog.expired:
-                raise UpstreamTimeout(f"Upstream timed out (no answer in {self.total:.0f} "
-                                      f"s): {url}") from None
-            raise UpstreamError(f"Upstream unreachable: {url}: {exc}") from None
-        return _Response(resp.status, resp.headers, url, conn, resp, watchdog)
+        for attempt in (1, 2):
+            timeout = max(0.1, min(self.timeout, deadline - time.monotonic()))
+            conn = self._pooled(key) if attempt == 1 else None
+            reused = conn is not None
+            if conn is None:
+                conn = self._connect(parts.scheme, parts.hostname, parts.port, timeout)
+            else:
+                conn.timeout = timeout
+                if conn.sock is not None:
+                    conn.sock.settimeout(timeout)
+            watchdog = _Watchdog(conn, deadline - time.monotonic())
+            try:
+                conn.request("GET", path, headers={"User-Agent": USER_AGENT,
+                                                   "Accept-Encoding": "identity", **headers})
+                resp = conn.getresponse()
+            except TimeoutError:
+                watchdog.cancel()
+                conn.close()
+                raise UpstreamTimeout(f"Upstream timed out: {url}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                watchdog.cancel()
+                conn.close()
+                if watchdog.expired:
+                    raise UpstreamTimeout(f"Upstream timed out (no answer in {self.total:.0f} "
+                                          f"s): {url}") from None
+                if reused:  # the upstream closed a kept-alive connection: one new try
+                    continue
+                raise UpstreamError(f"Upstream unreachable: {url}: {exc}") from None
+            return _Response(resp.status, resp.headers, url, conn, resp, watchdog,
+                             reuse=functools.partial(self._give_back, key))
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def get(self, url: str, headers: Mapping[str, str] | None = None) -> _Response:
+    def get(self, url: str, headers: Mapping[str, str] | None = None, wait: float = 0.2
+            ) -> _Response:
         """GET following at most MAX_REDIRECTS redirects (http/https only). The response
-        holds one of the client's slots until it is closed."""
+        holds one of the client's slots until it is closed; with every slot taken, wait
+        ``wait`` seconds for one, then UpstreamBusy."""
         self._recall(url)
-        if not self._slots.acquire(timeout=0.2):
+        if not self._slots.acquire(timeout=wait):
             raise UpstreamBusy("Too many requests to the upstream at once; try again shortly")
         try:
             resp = self._follow(url, headers or {})
@@ -498,44 +603,48 @@ class Upstream:
                 raise UpstreamError(f"Upstream redirected {project!r} to another project: "
                                     f"{resp.url}")
             if resp.status == 304 and previous:
-                return UpstreamListing(project, previous.url, previous.found, previous.files,
-                                       time.time(), previous.etag, previous.last_modified,
-                                       previous.meta)
+                return dataclasses.replace(previous, fetched=time.time())
             if resp.status == 404:
                 return UpstreamListing(project, resp.url, False, fetched=time.time())
             if resp.status != 200:
                 raise UpstreamError(f"Upstream answered {resp.status} for {url}")
             body = resp.read(MAX_LISTING_BYTES)
             ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            versions: tuple[str, ...] = ()
             if ctype == "application/vnd.pypi.simple.v1+json":
                 files, meta = parse_json_page(project, body, resp.url)
+                versions = parse_json_versions(body)
             elif ctype in ("text/html", "application/vnd.pypi.simple.v1+html"):
                 files, meta = parse_html_page(project, body, resp.url)
             else:
                 raise UpstreamError(f"Upstream answered {ctype or 'no type'!r} for {url}")
             return UpstreamListing(project, resp.url, True, tuple(files), time.time(),
                                    resp.headers.get("ETag"), resp.headers.get("Last-Modified"),
-                                   meta)
+                                   meta, versions=versions)
         finally:
             resp.close()
 
-    def fetch_file(self, entry: UpstreamFile, out: IO[bytes], cap: int) -> tuple[str, int]:
-        """Stream a listed file into ``out``; check its size and sha256 against the listing."""
+    def stream_file(self, entry: UpstreamFile, cap: int) -> Generator[bytes, None, None]:
+        """A listed file's body, block by block as it arrives. The generator ends normally
+        only when size and sha256 matched the listing: a caller that holds back the last
+        block until then never passes on a complete-looking wrong file."""
         if not entry.sha256:
             raise UpstreamError(f"Upstream listing gives no sha256 for {entry.filename!r}")
-        resp = self.get(entry.url)
+        # an installer asks for many files at once: a file waits a while for a slot (the
+        # others stream meanwhile) rather than failing at once
+        resp = self.get(entry.url, wait=max(self.timeout, 5.0))
+        digest, size = hashlib.sha256(), 0
         try:
             if resp.status != 200:
                 raise UpstreamError(f"Upstream answered {resp.status} for {entry.filename!r}")
             resp.keep_rate()  # no total deadline for a body: a minimum rate instead
-            digest, size = hashlib.sha256(), 0
             limit = entry.size if entry.size is not None else cap
             try:
                 for block in resp.iter_body(min(limit, cap), self.min_rate,
                                             max(3 * self.timeout, 5.0)):
                     digest.update(block)
                     size += len(block)
-                    out.write(block)
+                    yield block
             except UpstreamError as exc:
                 self._remember(entry.url, exc)
                 raise
@@ -547,7 +656,15 @@ class Upstream:
         if digest.hexdigest() != entry.sha256:
             raise UpstreamError(f"Upstream sent other bytes for {entry.filename!r} "
                                 "(sha256 differs from its listing)")
-        return digest.hexdigest(), size
+
+    def fetch_file(self, entry: UpstreamFile, out: IO[bytes], cap: int) -> tuple[str, int]:
+        """Stream a listed file into ``out``; check its size and sha256 against the listing."""
+        size = 0
+        for block in self.stream_file(entry, cap):
+            out.write(block)
+            size += len(block)
+        assert entry.sha256 is not None
+        return entry.sha256, size
 
     def reachable(self) -> bool:
         """Whether the upstream answers now (a failure remembered counts as no; raises

@@ -1,0 +1,103 @@
+"""Freshness without cron, through real Apache: a cached or overlay listing older than
+upstream.ttl is revalidated on the next request (at most ttl + mirror.FRESH_SLACK old), is
+served from disk while fresh, carries Apache's validators from its first answer, and
+stays served while the upstream fails."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from apache_server import USERS, deployed
+from clients import pip_install, raw_get, raw_upload
+from distfactory import wheel_bytes, wheel_name
+from fake_upstream import FakeUpstream, running_upstream
+from pypi_fallback.mirror import FRESH_SLACK, fresh_stamps
+
+pytestmark = pytest.mark.apache
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+TTL = 2
+
+
+def versions(url: str) -> list[str]:
+    status, _, body = raw_get(url, headers=JSON)
+    assert status == 200, body
+    return [str(v) for v in json.loads(body)["versions"]]
+
+
+def wait_until(check: Callable[[], bool], seconds: float) -> float:
+    """Seconds until ``check()`` held (polled twice a second), or fail after ``seconds``."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if check():
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise AssertionError(f"not within {seconds} s")
+
+
+def listing_requests(up: FakeUpstream, project: str) -> int:
+    return sum(1 for p in up.requests if p.startswith(f"/simple/{project}/"))
+
+
+def test_fresh_stamps_cover_the_ttl_and_no_more() -> None:
+    now = time.mktime((2026, 3, 4, 10, 20, 33, 0, 0, -1)) + 0.4
+    assert fresh_stamps(now + 600, now) == [
+        *(f"2026030410{m}" for m in range(20, 30)), "2026030410300", "2026030410301",
+        "2026030410302", "2026030410303"]
+    assert fresh_stamps(now + 2, now) == ["2026030410203"]  # this ten seconds at least
+    assert fresh_stamps(now - 5, now) == ["2026030410203"]  # stale: only now
+
+
+def test_a_new_upstream_release_is_seen_within_ttl_plus_the_slack(tmp_path: Path) -> None:
+    with running_upstream() as up:
+        up.add("fresh-pkg", wheel_name("fresh-pkg", "1.0"), wheel_bytes("fresh-pkg", "1.0"))
+        with deployed(up, mode="cache", ttl=TTL) as site:
+            up.versions["fresh-pkg"] = ["0.9", "1.0"]  # 0.9: a version without files
+            url = site.origin + "/pypi/+upstream/fresh-pkg/"
+            status, headers, _ = raw_get(url, headers=JSON)  # the app's first answer
+            assert status == 200 and "ETag" in headers and "Last-Modified" in headers
+            assert headers["Content-Type"] == "application/vnd.pypi.simple.v1+json"
+            added = time.monotonic()
+            up.add("fresh-pkg", wheel_name("fresh-pkg", "1.1"), wheel_bytes("fresh-pkg", "1.1"))
+            up.versions["fresh-pkg"] = ["0.9", "1.0", "1.1"]
+            assert versions(url) == ["0.9", "1.0"]  # fresh: from disk, upstream not asked
+            assert listing_requests(up, "fresh-pkg") == 1
+            wait_until(lambda: versions(url) == ["0.9", "1.0", "1.1"], TTL + FRESH_SLACK + 3)
+            assert time.monotonic() - added <= TTL + FRESH_SLACK + 3
+            etag = raw_get(url, headers=JSON)[1]["ETag"].removeprefix("W/")  # weak: just written
+            for _ in range(5):
+                assert versions(url) == ["0.9", "1.0", "1.1"]
+            assert listing_requests(up, "fresh-pkg") == 2  # once per ttl, not per request
+            result = pip_install(site.url("dev"), tmp_path / "t", "fresh-pkg==1.1")
+            assert result.returncode == 0, result.stdout + result.stderr + site.error_log()
+            # stale-if-error: the upstream gone, the listing is still served
+            time.sleep(TTL + FRESH_SLACK)  # revalidated, unchanged: the same validators
+            assert raw_get(url, headers=JSON)[1]["ETag"].removeprefix("W/") == etag
+            up.stop()
+            time.sleep(TTL + FRESH_SLACK)
+            assert versions(url) == ["0.9", "1.0", "1.1"]
+            result = pip_install(site.url("dev"), tmp_path / "t2", "fresh-pkg==1.1")
+            assert result.returncode == 0, result.stdout + result.stderr + site.error_log()
+            assert "AH00124" not in site.error_log()  # no internal redirect loop
+
+
+def test_an_overlay_listing_follows_the_upstream(tmp_path: Path) -> None:
+    with running_upstream() as up:
+        up.add("overlay-lib", wheel_name("overlay-lib", "1.0"),
+               wheel_bytes("overlay-lib", "1.0"))
+        with deployed(up, '[policy]\noverlay = ["overlay-lib"]\n', ttl=TTL) as site:
+            status, _, body = raw_upload(site.url("dev"), "alice", USERS["alice"],
+                                         wheel_name("overlay-lib", "1.0+local"),
+                                         wheel_bytes("overlay-lib", "1.0+local"))
+            assert status == 200, body
+            url = site.url("dev") + "overlay-lib/"
+            assert versions(url) == ["1.0", "1.0+local"]
+            up.add("overlay-lib", wheel_name("overlay-lib", "2.0"),
+                   wheel_bytes("overlay-lib", "2.0"))
+            wait_until(lambda: "2.0" in versions(url), TTL + FRESH_SLACK + 3)
+            assert versions(url) == ["1.0", "1.0+local", "2.0"]
+            status, headers, _ = raw_get(url, headers=JSON)
+            assert status == 200 and "ETag" in headers
