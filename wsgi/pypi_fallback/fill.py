@@ -17,7 +17,16 @@ from typing import IO
 
 from .config import Settings
 from .errors import NotFound
-from .mirror import Fetched, check_cooldown, fetch_file, file_lock, get_listing, is_claimed
+from .mirror import (
+    Fetched,
+    cache_path,
+    check_cooldown,
+    fetch_file,
+    file_lock,
+    get_listing,
+    is_claimed,
+    listed_file,
+)
 from .names import NormalizedName, parse_dist_filename
 from .storage import (
     UPSTREAM_DIR,
@@ -132,20 +141,12 @@ def open_file(settings: Settings, upstream: Upstream, project: NormalizedName,
     short answer from a complete one)."""
     if filename.endswith(METADATA_SUFFIX):
         return fetch_metadata(settings, upstream, project, filename)
-    dist = parse_dist_filename(filename)
-    if dist.project != project:
-        raise NotFound(f"{filename!r} is not a file of {project!r}")
-    if is_claimed(settings, project):
-        raise NotFound(f"{project!r} is not looked up upstream")
+    final = cache_path(settings, project, filename)
+    folder = final.parent
     tree = Tree.of(settings)
-    folder = settings.root / UPSTREAM_DIR / project
-    final = folder / filename
     if final.exists():
         return Fetched(final, False)
-    listing = get_listing(settings, upstream, project)
-    entry = listing.file(filename) if listing.found else None
-    if entry is None:
-        raise NotFound(f"{filename!r} is not in the upstream's listing of {project!r}")
+    entry = listed_file(settings, upstream, project, filename)
     exception = check_cooldown(settings, project, entry)  # 403 for a file held back
     lock = contextlib.ExitStack()
     lock.enter_context(locked(tree, file_lock(project, filename)))

@@ -326,27 +326,41 @@ def file_lock(project: str, filename: str) -> str:
     return f"+fetch-{project}-{hashlib.sha256(filename.encode()).hexdigest()[:24]}"
 
 
+def cache_path(settings: Settings, project: NormalizedName, filename: str) -> Path:
+    """Where a cached upstream file goes, ``<root>/+upstream/<project>/<filename>``, from a
+    validated filename of that very project (never from an upstream URL); a claimed or
+    private project is refused here, before anything reaches the upstream."""
+    dist = parse_dist_filename(filename)
+    if dist.project != project:
+        raise NotFound(f"{filename!r} is not a file of {project!r}")
+    if is_claimed(settings, project):
+        raise NotFound(f"{project!r} is not looked up upstream")
+    return settings.root / UPSTREAM_DIR / project / filename
+
+
+def listed_file(settings: Settings, upstream: Upstream, project: NormalizedName,
+                filename: str) -> UpstreamFile:
+    """The upstream listing's entry for ``filename`` (404 when it lists no such file)."""
+    listing = get_listing(settings, upstream, project)
+    entry = listing.file(filename) if listing.found else None
+    if entry is None:
+        raise NotFound(f"{filename!r} is not in the upstream's listing of {project!r}")
+    return entry
+
+
 def fetch_file(settings: Settings, upstream: Upstream, project: NormalizedName,
                filename: str, client: str | None = None, *, cooldown: bool = True) -> Fetched:
     """A listed upstream file, into ``<root>/+upstream/<project>/``: downloaded once (under
     a lock), published only if its size and sha256 match the listing. With ``cooldown``
     (not for ``pin``, an operator's explicit choice by hash), a file the release-age
     policy holds back is refused."""
-    dist = parse_dist_filename(filename)
-    if dist.project != project:
-        raise NotFound(f"{filename!r} is not a file of {project!r}")
-    if is_claimed(settings, project):
-        raise NotFound(f"{project!r} is not looked up upstream")
+    final = cache_path(settings, project, filename)
+    folder = final.parent
     tree = Tree.of(settings)
-    folder = settings.root / UPSTREAM_DIR / project
-    final = folder / filename
     with locked(tree, file_lock(project, filename)):
         if final.exists():
             return Fetched(final, False)
-        listing = get_listing(settings, upstream, project)
-        entry = listing.file(filename) if listing.found else None
-        if entry is None:
-            raise NotFound(f"{filename!r} is not in the upstream's listing of {project!r}")
+        entry = listed_file(settings, upstream, project, filename)
         exception = check_cooldown(settings, project, entry) if cooldown else None
         folder.mkdir(parents=True, exist_ok=True)
         with new_file(final) as out:
