@@ -60,13 +60,16 @@ ROUTE_FLAG = "PYPI_FALLBACK_REPLICA_FILL"
 class ReplicaSettings:
     primary: str  # http(s)://host[:port]/prefix/
     files: Path  # the replica's folder of distributions and metadata
-    timeout: float  # seconds: connecting, and each read of the primary's answer
+    timeout: float  # seconds: each read of the primary's answer; the longest wait for a lock
+    connect_timeout: float = 5.0
 
     @classmethod
     def from_environ(cls, environ: dict[str, Any]) -> ReplicaSettings:
         return cls(primary=environ["PYPI_FALLBACK_REPLICA_PRIMARY"],
                    files=Path(environ["PYPI_FALLBACK_REPLICA_FILES"]),
-                   timeout=float(environ.get("PYPI_FALLBACK_REPLICA_TIMEOUT", "600")))
+                   timeout=float(environ.get("PYPI_FALLBACK_REPLICA_TIMEOUT", "600")),
+                   connect_timeout=float(environ.get(
+                       "PYPI_FALLBACK_REPLICA_CONNECT_TIMEOUT", "5")))
 
     @property
     def prefix(self) -> str:
@@ -148,12 +151,15 @@ def ask_primary(settings: ReplicaSettings, method: str, relative: str,
     conn_type = (http.client.HTTPSConnection if parts.scheme == "https"
                  else http.client.HTTPConnection)
     assert parts.hostname is not None
-    conn = conn_type(parts.hostname, parts.port, timeout=settings.timeout)
+    conn = conn_type(parts.hostname, parts.port, timeout=settings.connect_timeout)
     headers = {"Accept-Encoding": "identity", "Connection": "close",
                "User-Agent": "pypi-fallback-replica"}
     if environ.get("HTTP_AUTHORIZATION"):
         headers["Authorization"] = environ["HTTP_AUTHORIZATION"]
     try:
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.settimeout(settings.timeout)
         conn.request(method, f"{settings.prefix}/{quote(relative)}", headers=headers)
         return conn, conn.getresponse()
     except BaseException:
@@ -206,6 +212,8 @@ class Fill:
             self._cannot_keep(exc)
 
     def _cannot_keep(self, exc: OSError) -> None:
+        """Stop writing; the client still gets the file, and the requests waiting for it go
+        on to ask the primary themselves at once."""
         print(f"pypi-fallback-replica: cannot keep {self.final}: {exc}", file=sys.stderr)
         if self._out is not None:
             with contextlib.suppress(OSError):
@@ -213,6 +221,7 @@ class Fill:
             self._out = None
         with contextlib.suppress(OSError):
             os.unlink(self._tmp)
+        self._lock.close()
 
     def _write(self, block: bytes) -> None:
         if self._out is not None:
