@@ -261,6 +261,7 @@ class FakePrimary:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.cut: int | None = None
+        self.pause = 0.0  # seconds between the body's two halves
         self.cache_control = "public, max-age=31536000, immutable"
         self.requests: list[tuple[str, str | None]] = []
 
@@ -289,7 +290,11 @@ def fake_primary() -> Iterator[tuple[FakePrimary, str]]:
             self.send_header("Cache-Control", fake.cache_control)
             self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(data if fake.cut is None else data[:fake.cut])
+            body = data if fake.cut is None else data[:fake.cut]
+            self.wfile.write(body[:len(body) // 2])
+            self.wfile.flush()
+            time.sleep(fake.pause)
+            self.wfile.write(body[len(body) // 2:])
             self.wfile.flush()
             self.close_connection = True
 
@@ -361,3 +366,31 @@ def test_a_folder_that_cannot_take_a_file_still_lets_it_through(
         assert os.listdir(replica.files / "stable") == []
         assert f"cannot keep {replica.files / 'stable' / 'fake' / name}" in \
             replica.error_log()
+
+
+def test_waiters_get_the_file_when_the_first_client_goes_away(
+        fake_primary: tuple[FakePrimary, str]) -> None:
+    fake, url = fake_primary
+    data = wheel_bytes("fake", "4.0", payload=os.urandom(4 * 1024 * 1024))
+    name = wheel_name("fake", "4.0")
+    fake.files[name] = data
+    fake.pause = 1.5
+    with replica_of(url) as replica:
+        first = http.client.HTTPConnection("127.0.0.1", replica.port, timeout=30)
+        first.request("GET", f"/pypi/stable/fake/{name}")
+        answer = first.getresponse()
+        assert answer.status == 200 and answer.read(1024) == data[:1024]
+        answers: list[tuple[int, bytes | None]] = []
+        waiters = [threading.Thread(target=lambda: answers.append(fake_get(replica, name)))
+                   for _ in range(5)]
+        for waiter in waiters:
+            waiter.start()
+        time.sleep(0.3)
+        first.close()  # the first client goes away in the middle of the file
+        for waiter in waiters:
+            waiter.join(timeout=60)
+        assert answers == [(200, data)] * 5
+        # the first download went on to the end, or one waiter asked again
+        assert len(fake.requests) in (1, 2)
+        assert (replica.files / "stable" / "fake" / name).read_bytes() == data
+        assert os.listdir(replica.files / "stable" / "fake") == [name]
