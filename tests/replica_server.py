@@ -1,5 +1,6 @@
 """Real Apache as a read replica of a test deployment, from the drop-in that
-``regen-rules --replica-of`` writes: its own ServerRoot, port and disk cache under /var/tmp."""
+``regen-rules --replica-of`` writes: its own ServerRoot, port, disk cache and folder of files
+under /var/tmp."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from apache_server import BIN, Deployment, free_port, running_apache
 from pypi_fallback.rules import REPLICA_MODULES
@@ -35,6 +37,11 @@ class Replica:
 
     def url(self, repo: str) -> str:
         return f"{self.origin}{self.prefix}/{repo}/"
+
+    @property
+    def files(self) -> Path:
+        """The replica's folder of distributions and metadata (--files-root)."""
+        return self.home / "files"
 
     def error_log(self) -> str:
         try:
@@ -62,7 +69,8 @@ LogLevel warn
 LogFormat "%h %t \\"%r\\" %>s %b \\"%{{X-Cache}}o\\"" replica
 CustomLog "{home}/access.log" replica
 TypesConfig /etc/mime.types
-{loads}KeepAliveTimeout 5
+{loads}WSGISocketPrefix "{run}/wsgi"
+KeepAliveTimeout 5
 Timeout 60
 Include "{dropin}"
 """)
@@ -70,24 +78,28 @@ Include "{dropin}"
 
 
 @contextmanager
-def replica_of(primary: Deployment) -> Iterator[Replica]:
+def replica_of(primary: Deployment | str) -> Iterator[Replica]:
+    """A replica of a test deployment, or of any server at a URL (``http://host/prefix/``)."""
+    primary_url = (primary if isinstance(primary, str)
+                   else f"{primary.origin}{primary.settings.url_prefix}/")
     home = Path(tempfile.mkdtemp(prefix="pf-replica-", dir="/var/tmp"))
     os.chmod(home, 0o755)
     try:
-        cache = home / "cache"
-        cache.mkdir()
-        if os.geteuid() == 0:
-            shutil.chown(cache, "www-data", "www-data")
+        for sub in ("cache", "files"):
+            (home / sub).mkdir()
+            if os.geteuid() == 0:
+                shutil.chown(home / sub, "www-data", "www-data")
         dropin = home / "pypi-fallback-replica.conf"
-        primary_url = f"{primary.origin}{primary.settings.url_prefix}/"
         done = subprocess.run([str(BIN / "regen-rules"), "--replica-of", primary_url,
-                               "--cache-root", str(cache), "--output", str(dropin), "--check"],
+                               "--cache-root", str(home / "cache"),
+                               "--files-root", str(home / "files"),
+                               "--output", str(dropin), "--check"],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         port = free_port()
         conf = write_replica_httpd_conf(home, port, dropin)
         with running_apache(conf, port):
-            yield Replica(home, port, primary.settings.url_prefix)
+            yield Replica(home, port, urlsplit(primary_url).path.rstrip("/"))
     finally:
         shutil.rmtree(home, ignore_errors=True)
 

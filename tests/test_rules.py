@@ -119,7 +119,7 @@ def test_example_replica_dropin_is_what_regen_rules_renders(tmp_path: Path) -> N
     from pypi_fallback.cli import apache_check_config
     from pypi_fallback.rules import REPLICA_MODULES, render_replica
 
-    text = render_replica("http://pypi.example.internal/pypi/")
+    text = render_replica("http://pypi.example.internal/pypi/", host=EXAMPLE_HOST)
     path = APACHE_DIR / "pypi-fallback-replica.conf"
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(text)

@@ -6,13 +6,15 @@ Prints figures; asserts nothing. Needs root (Apache's children run as www-data) 
 One primary and one replica on 127.0.0.1, measured in the same run, alternately:
   - project page, JSON (pip's Accept), requests/s (ab, keep-alive, 8 at a time);
   - a 1 MiB wheel, requests/s;
-  - ``pip download`` of 5 real wheels (no cache), seconds.
+  - ``pip download`` of 5 real wheels (no cache), seconds;
+  - and how many requests of the cold warm-up reached the primary.
 Targets (issue #17): replica/primary >= 0.8 for both req/s; pip download <= 1.1 x.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -79,7 +81,12 @@ def main() -> None:
         cases = [("project page JSON", page, PIP_ACCEPT, 20000),
                  ("1 MiB wheel", page + big.name, "*/*", 2000)]
         for name, path, accept, n in cases:
-            ab(replica.origin + path, accept, 200)  # warm the replica's cache
+            # warm the replica: 200 requests, 8 at a time, for an entry it lacks
+            ab(replica.origin + path, accept, 200)
+            log = (primary.home / "access.log").read_text()
+            cold = len(re.findall(rf'"GET {re.escape(path)} HTTP/1\.[01]"', log))
+            print(f"{name}, cold: 200 requests (8 at a time) to the replica, "
+                  f"{cold} to the primary")
             ours, theirs = [], []
             for _ in range(3):  # alternately, best of three each
                 theirs.append(ab(primary.origin + path, accept, n)[0])

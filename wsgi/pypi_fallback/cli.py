@@ -129,6 +129,7 @@ def regen_rules_main(argv: Sequence[str] | None = None) -> int:
     from .mirror import record_upstream_url, resolve_upstream_url, resolved_upstream_url
     from .rules import (
         DEFAULT_CACHE_ROOT,
+        DEFAULT_FILES_ROOT,
         REPLICA_MODULES,
         Host,
         default_host,
@@ -155,10 +156,17 @@ def regen_rules_main(argv: Sequence[str] | None = None) -> int:
                              "reads no config")
     parser.add_argument("--cache-root", metavar="DIR", default=str(DEFAULT_CACHE_ROOT),
                         help="with --replica-of: the disk cache (default: %(default)s)")
+    parser.add_argument("--files-root", metavar="DIR", default=str(DEFAULT_FILES_ROOT),
+                        help="with --replica-of: the folder of distributions and metadata "
+                             "(default: %(default)s)")
     args = parser.parse_args(argv)
 
     def replica() -> int:
-        text = render_replica(args.replica_of, Path(args.cache_root))
+        host = default_host()
+        if args.venv:
+            host = Host(Path(args.venv), host.wsgi_script)
+        text = render_replica(args.replica_of, Path(args.cache_root),
+                              files_root=Path(args.files_root), host=host)
         if not args.output:
             if args.check:
                 raise ConfigError("--check needs --output")

@@ -21,9 +21,13 @@ from .storage import UPSTREAM_DIR
 TEMPLATE = "pypi-fallback.conf.j2"
 REPLICA_TEMPLATE = "pypi-fallback-replica.conf.j2"
 # The Apache modules a replica needs besides the core ones (a2enmod).
-REPLICA_MODULES = ("proxy", "proxy_http", "cache", "cache_disk")
+REPLICA_MODULES = ("proxy", "proxy_http", "cache", "cache_disk", "rewrite", "headers", "env",
+                   "wsgi")
 # Debian's mod_cache_disk folder, which its apache-htcacheclean service keeps in check.
 DEFAULT_CACHE_ROOT = Path("/var/cache/apache2/mod_cache_disk")
+# A replica's distributions and metadata (www-data's to write).
+DEFAULT_FILES_ROOT = Path("/var/cache/pypi-fallback/replica")
+REPLICA_SCRIPT = "pypi_fallback_replica.wsgi"
 WSGI_SCRIPT = "pypi_fallback.wsgi"
 AUTH_SCRIPT = "pypi_fallback_auth.wsgi"  # mod_wsgi's auth provider for upload tokens
 _SAFE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
@@ -170,8 +174,13 @@ def render_rules(settings: Settings, host: Host, upstream_url: str) -> str:
 
 
 def replica_context(primary_url: str, cache_root: Path,
-                    lock_path: Path = Path("/tmp/pypi-fallback-cache-lock")) -> dict[str, Any]:
+                    lock_path: Path = Path("/tmp/pypi-fallback-cache-lock"),
+                    files_root: Path = DEFAULT_FILES_ROOT,
+                    host: Host | None = None) -> dict[str, Any]:
     """A replica serves the primary's URL prefix under the same path on its own host."""
+    from .replica import FILE_RE
+
+    host = host or default_host()
     source = Path("the command line")
     primary = check_redirect_url(primary_url, "--replica-of", source)
     prefix = urlsplit(primary).path.rstrip("/")
@@ -183,6 +192,15 @@ def replica_context(primary_url: str, cache_root: Path,
         "prefix": prefix,
         "cache_root": check_path(cache_root, "--cache-root", source),
         "lock_path": check_path(lock_path, "cache lock path", source),
+        "files_root": check_path(files_root, "--files-root", source),
+        "file_re": FILE_RE,
+        "prefix_re": re.escape(prefix),
+        "immutable": IMMUTABLE,
+        "venv": check_path(host.venv, "venv", source),
+        "wsgi_script": check_path(host.wsgi_script.with_name(REPLICA_SCRIPT), "WSGI script",
+                                  source),
+        "user": host.user,
+        "group": host.group,
         "max_file_size": 16 * 1024**3,
         "connect_timeout": 5,
         # as long as the primary gives its largest upload (never under five minutes)
@@ -193,8 +211,11 @@ def replica_context(primary_url: str, cache_root: Path,
 
 
 def render_replica(primary_url: str, cache_root: Path = DEFAULT_CACHE_ROOT,
-                   lock_path: Path | None = None) -> str:
-    """The drop-in for another machine's Apache: a caching reverse proxy of the primary."""
-    context = (replica_context(primary_url, cache_root, lock_path) if lock_path
-               else replica_context(primary_url, cache_root))
+                   lock_path: Path | None = None, files_root: Path = DEFAULT_FILES_ROOT,
+                   host: Host | None = None) -> str:
+    """The drop-in for another machine's Apache: a caching reverse proxy of the primary,
+    with its distributions and metadata kept as plain files."""
+    context = (replica_context(primary_url, cache_root, lock_path, files_root, host)
+               if lock_path else
+               replica_context(primary_url, cache_root, files_root=files_root, host=host))
     return _environment().get_template(REPLICA_TEMPLATE).render(**context)
