@@ -35,6 +35,7 @@ from pypi_fallback.pagehtml import (
     search_entry,
 )
 from pypi_fallback.pages import PageRefresher, _link, fold_audit, refresh, refresh_landing
+from pypi_fallback.records import AuditEntry
 from pypi_fallback.regen import regenerate
 from pypi_fallback.storage import Tree, append_audit, utc_timestamp
 from test_listing import golden
@@ -233,14 +234,20 @@ def test_the_audit_log_is_folded_once_and_across_rotation(settings: Settings) ->
     tree = Tree.of(settings)
     entry = {"time": utc_timestamp(), "user": "alice", "action": "upload", "repo": "dev",
              "project": "acme", "filename": "acme-1.0.tar.gz"}
-    append_audit(tree, entry)
-    append_audit(tree, {**entry, "project": "../etc"})  # not a project name: ignored
+
+    def line(**changes: str) -> AuditEntry:
+        entry_read = AuditEntry.from_json({**entry, **changes})
+        assert entry_read is not None
+        return entry_read
+
+    append_audit(tree, line())
+    append_audit(tree, line(project="../etc"))  # not a project name: ignored
     assert fold_audit(tree) == {"acme"}
     assert fold_audit(tree) == set()
     trail_path = settings.state / "pages" / "trails" / "acme.json"
     assert json.loads(trail_path.read_bytes()) == [entry]
     os.rename(tree.audit_log, settings.state / "audit.jsonl.1")  # logrotate
-    append_audit(tree, {**entry, "filename": "acme-1.0-py3-none-any.whl"})
+    append_audit(tree, line(filename="acme-1.0-py3-none-any.whl"))
     assert fold_audit(tree) == {"acme"}
     assert len(json.loads(trail_path.read_bytes())) == 2
 

@@ -356,8 +356,8 @@ def remove_main(argv: Sequence[str] | None = None) -> int:
 
 
 def status_main(argv: Sequence[str] | None = None) -> int:
-    from .listing import PROJECT_STATUSES
     from .qc import set_status
+    from .records import PROJECT_STATUSES
 
     def add(p: argparse.ArgumentParser) -> None:
         p.add_argument("project", metavar="PROJECT")
@@ -440,10 +440,10 @@ def audit_main(argv: Sequence[str] | None = None) -> int:
     def run(settings: Settings, args: argparse.Namespace, operator: str) -> int:
         for entry in read_audit(settings, args.project, args.user, args.since):
             if args.json:
-                print(json.dumps(entry, sort_keys=True))
+                print(json.dumps(entry.to_json(), sort_keys=True))
             else:
-                print(f"{entry.get('time', '?')}  {entry.get('user') or '-':<10} "
-                      f"{entry.get('action', '?'):<8} {entry.get('repo', '-')}/"
+                print(f"{entry.time or '?'}  {entry.user or '-':<10} "
+                      f"{entry.action or '?':<8} {entry.get('repo', '-')}/"
                       f"{entry.get('filename', '-')}  {str(entry.get('sha256', ''))[:12]}")
         return EXIT_OK
 

@@ -28,6 +28,7 @@ from .mirror import (
     listed_file,
 )
 from .names import NormalizedName, parse_dist_filename
+from .records import AuditEntry, FileEntry
 from .storage import (
     UPSTREAM_DIR,
     Tree,
@@ -39,7 +40,7 @@ from .storage import (
     tmp_path,
     utc_timestamp,
 )
-from .upstream import Upstream, UpstreamFile
+from .upstream import Upstream
 
 
 class ColdFile:
@@ -55,7 +56,7 @@ class ColdFile:
     there leaves nothing published and is logged. The lock is released and the temporary
     removed however it ends, the client going away included."""
 
-    def __init__(self, settings: Settings, project: NormalizedName, entry: UpstreamFile,
+    def __init__(self, settings: Settings, project: NormalizedName, entry: FileEntry,
                  blocks: Generator[bytes, None, None], first: bytes, lock: contextlib.ExitStack,
                  client: str | None, exception: str | None = None) -> None:
         self.settings, self.project, self.entry = settings, project, entry
@@ -105,13 +106,12 @@ class ColdFile:
             return  # published meanwhile by another process: the same listed bytes
         tree = Tree.of(self.settings)
         try:
-            line = {"time": utc_timestamp(), "user": None, "action": "cache",
-                    "repo": UPSTREAM_DIR, "project": self.project,
-                    "filename": self.entry.filename, "sha256": self.entry.sha256,
-                    "size": self.entry.size, "client": self._client, "url": self.entry.url}
+            fields = {"repo": UPSTREAM_DIR, "project": self.project,
+                      "filename": self.entry.filename, "sha256": self.entry.sha256,
+                      "size": self.entry.size, "client": self._client, "url": self.entry.url}
             if self._exception:
-                line["policy_exception"] = self._exception
-            append_audit(tree, line)
+                fields["policy_exception"] = self._exception
+            append_audit(tree, AuditEntry(utc_timestamp(), None, "cache", fields))
         except BaseException:
             with contextlib.suppress(OSError):
                 Writer().remove(self.final)  # not kept without its audit line
@@ -194,7 +194,7 @@ def fetch_metadata(settings: Settings, upstream: Upstream, project: NormalizedNa
     entry = listing.file(dist_name) if listing.found else None
     if entry is None or not entry.metadata_sha256:
         raise NotFound(f"The upstream lists no metadata for {dist_name!r}")
-    meta = UpstreamFile(filename=filename, url=entry.url.partition("#")[0] + METADATA_SUFFIX,
+    meta = FileEntry(filename=filename, url=entry.url.partition("#")[0] + METADATA_SUFFIX,
                         sha256=entry.metadata_sha256)
     with locked(Tree.of(settings), file_lock(project, filename)):
         if final.exists():

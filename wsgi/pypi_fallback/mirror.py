@@ -12,13 +12,14 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .config import Settings
 from .errors import Forbidden, NotFound, UpstreamUnavailable
-from .listing import FileEntry, ProjectStatus
+from .listing import ProjectStatus
 from .names import NormalizedName, parse_dist_filename
+from .records import AuditEntry, FileEntry, UpstreamListing
 from .storage import (
     UPSTREAM_DIR,
     Tree,
@@ -29,7 +30,7 @@ from .storage import (
     new_file,
     utc_timestamp,
 )
-from .upstream import Upstream, UpstreamError, UpstreamFile, UpstreamListing, pip_index_url
+from .upstream import Upstream, UpstreamError, pip_index_url
 
 # -- which upstream: resolved once, recorded, used by everyone ----------------------------------
 
@@ -275,9 +276,8 @@ def admitted_upstream(settings: Settings, project: str, now: float | None = None
         # offered when its companion file's name would be too long)
         metadata = f.metadata_sha256 if not cache or \
             len(f.filename) + len(".metadata") <= 250 else None
-        admitted.entries.append(FileEntry(
-            f.filename, url, f.sha256, f.size, f.version, f.upload_time, f.requires_python,
-            metadata, f.yanked, provenance))
+        admitted.entries.append(replace(f, url=url, metadata_sha256=metadata,
+                                        provenance=provenance))
     return admitted
 
 
@@ -292,9 +292,8 @@ def audit_exceptions(settings: Settings, repo: str, project: str,
     through: one audit line each."""
     tree = Tree.of(settings)
     for filename, exception in used:
-        append_audit(tree, {"time": utc_timestamp(), "user": None, "action": "policy-exception",
-                            "repo": repo, "project": project, "filename": filename,
-                            "exception": exception})
+        append_audit(tree, AuditEntry(utc_timestamp(), None, "policy-exception", {
+            "repo": repo, "project": project, "filename": filename, "exception": exception}))
 
 
 def tracks(settings: Settings, project: str) -> list[str]:
@@ -302,7 +301,7 @@ def tracks(settings: Settings, project: str) -> list[str]:
     return [make_upstream(settings).project_url(project)]
 
 
-def check_cooldown(settings: Settings, project: str, entry: UpstreamFile) -> str | None:
+def check_cooldown(settings: Settings, project: str, entry: FileEntry) -> str | None:
     """Refuse (403, with the reason) an upstream file the release-age policy holds back;
     return the exception that lets it through, if one did."""
     verdict = settings.cooldown.judge(project, entry.version, entry.upload_time, time.time())
@@ -339,7 +338,7 @@ def cache_path(settings: Settings, project: NormalizedName, filename: str) -> Pa
 
 
 def listed_file(settings: Settings, upstream: Upstream, project: NormalizedName,
-                filename: str) -> UpstreamFile:
+                filename: str) -> FileEntry:
     """The upstream listing's entry for ``filename`` (404 when it lists no such file)."""
     listing = get_listing(settings, upstream, project)
     entry = listing.file(filename) if listing.found else None
@@ -366,12 +365,11 @@ def fetch_file(settings: Settings, upstream: Upstream, project: NormalizedName,
         with new_file(final) as out:
             sha256, size = upstream.fetch_file(entry, out, settings.max_upload_bytes * 20)
         try:
-            line = {"time": utc_timestamp(), "user": None, "action": "cache",
-                    "repo": UPSTREAM_DIR, "project": project, "filename": filename,
-                    "sha256": sha256, "size": size, "client": client, "url": entry.url}
+            fields = {"repo": UPSTREAM_DIR, "project": project, "filename": filename,
+                      "sha256": sha256, "size": size, "client": client, "url": entry.url}
             if exception:
-                line["policy_exception"] = exception
-            append_audit(tree, line)
+                fields["policy_exception"] = exception
+            append_audit(tree, AuditEntry(utc_timestamp(), None, "cache", fields))
         except BaseException:
             with contextlib.suppress(OSError):
                 Writer().remove(final)  # not kept without its audit line
@@ -431,11 +429,10 @@ def fetch_provenance(settings: Settings, upstream: Upstream, project: Normalized
         with new_file(final) as out:
             out.write(body)
         try:
-            append_audit(tree, {"time": utc_timestamp(), "user": None,
-                                "action": "cache-provenance", "repo": UPSTREAM_DIR,
-                                "project": project, "filename": filename,
-                                "sha256": hashlib.sha256(body).hexdigest(),
-                                "client": client, "url": entry.provenance})
+            append_audit(tree, AuditEntry(utc_timestamp(), None, "cache-provenance", {
+                "repo": UPSTREAM_DIR, "project": project, "filename": filename,
+                "sha256": hashlib.sha256(body).hexdigest(), "client": client,
+                "url": entry.provenance}))
         except BaseException:
             with contextlib.suppress(OSError):
                 Writer().remove(final)

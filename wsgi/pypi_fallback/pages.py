@@ -62,8 +62,8 @@ from .pagehtml import (
     search_entry,
     static_files,
 )
+from .records import CLAIM_REASONS, AuditEntry, FileRecord
 from .storage import (
-    CLAIM_REASONS,
     PAGES_DIR,
     UPSTREAM_DIR,
     Tree,
@@ -137,14 +137,14 @@ def fold_audit(tree: Tree) -> set[NormalizedName]:
             f.seek(offset)
             data = f.read(st.st_size - offset)
         end = data.rfind(b"\n") + 1  # a line being appended is read next time
-        new: dict[NormalizedName, list[dict[str, Any]]] = {}
+        new: dict[NormalizedName, list[AuditEntry]] = {}
         for line in data[:end].splitlines():
             try:
-                entry = json.loads(line)
+                entry = AuditEntry.from_json(json.loads(line))
             except ValueError:
                 continue
-            project = entry.get("project") if isinstance(entry, dict) else None
-            if isinstance(project, str) and is_normalized_name(project):
+            project = entry.project if entry is not None else None
+            if entry is not None and project is not None and is_normalized_name(project):
                 new.setdefault(NormalizedName(project), []).append(entry)
         writer = Volatile()
         damaged = False
@@ -156,7 +156,7 @@ def fold_audit(tree: Tree) -> set[NormalizedName]:
                 damaged = path.exists()
                 trail = []
             seen = {_dump(e) for e in trail}
-            trail += [e for e in entries if _dump(e) not in seen]
+            trail += [e.to_json() for e in entries if _dump(e.to_json()) not in seen]
             writer.write(path, _dump(trail[-TRAIL_KEEP:]))
         if damaged and offset:
             writer.remove(mark_path)
@@ -165,9 +165,10 @@ def fold_audit(tree: Tree) -> set[NormalizedName]:
         return set(new)
 
 
-def _trail(tree: Tree, project: str) -> list[dict[str, Any]]:
+def _trail(tree: Tree, project: str) -> list[AuditEntry]:
     trail = _load_json(_state(tree) / "trails" / f"{project}.json", [])
-    return [e for e in trail if isinstance(e, dict)] if isinstance(trail, list) else []
+    entries = [AuditEntry.from_json(e) for e in trail] if isinstance(trail, list) else []
+    return [e for e in entries if e is not None]
 
 
 # -- a project page ----------------------------------------------------------------------------
@@ -192,26 +193,26 @@ def _yank(value: Any) -> str | None:
     return value if isinstance(value, str) else ""
 
 
-def _detail(entry: dict[str, Any]) -> str:
-    if entry.get("action") == "promote" and entry.get("from"):
-        return f"from {entry['from']}"
+def _detail(entry: AuditEntry) -> str:
+    if entry.action == "promote" and entry.get("from"):
+        return f"from {entry.get('from')}"
     if entry.get("reason"):
-        return str(entry["reason"])
+        return str(entry.get("reason"))
     if entry.get("claim"):
         return "claimed the name"  # a new name, never looked up upstream again
     return ""
 
 
 def _metadata(settings: Settings, tree: Tree, repo: str, project: NormalizedName,
-              filename: str, rec: dict[str, Any], writer: Writer) -> bytes | None:
+              filename: str, rec: FileRecord, writer: Writer) -> bytes | None:
     """The core metadata of a published file: a wheel's ``.metadata`` beside it, else the
     copy kept in the state folder, else read from the archive once and kept."""
     path = tree.project_dir(repo, project) / filename
-    if rec.get("metadata_sha256"):
+    if rec.metadata_sha256:
         raw = _read(path.with_name(filename + ".metadata"))
         if raw is not None:
             return raw
-    kept = _state(tree) / "metadata" / str(rec.get("sha256"))
+    kept = _state(tree) / "metadata" / rec.sha256
     raw = _read(kept)
     if raw is not None:
         return raw
@@ -248,33 +249,33 @@ def project_view(settings: Settings, tree: Tree, project: NormalizedName,
                  claim: str | None, writer: Writer) -> ProjectView | None:
     """What the page of ``project`` shows; None when nothing was ever published here."""
     records = {repo: load_record(tree, repo, project) for repo in settings.repos}
-    if not any(r["files"] or r["tombstones"] for r in records.values()):
+    if not any(r.files or r.tombstones for r in records.values()):
         return None
     trail = _trail(tree, project)
     uploader: dict[tuple[str, str], str] = {}
     for e in trail:
-        if e.get("action") in ("upload", "pin") and e.get("user"):
-            uploader[(str(e.get("repo")), str(e.get("filename")))] = str(e["user"])
+        if e.action in ("upload", "pin") and e.user:
+            uploader[(str(e.get("repo")), str(e.get("filename")))] = e.user
 
     rows: dict[str, dict[str, Any]] = {}  # filename -> the row's fields
     for repo, record in records.items():
-        for filename, rec in sorted(record["files"].items()):
-            if rec.get("pinned"):
+        for filename, rec in sorted(record.files.items()):
+            if rec.pinned:
                 label = f"pinned in {repo}"
-            elif rec.get("promoted_from"):
-                label = f"{repo} (promoted from {rec['promoted_from']})"
+            elif rec.promoted_from:
+                label = f"{repo} (promoted from {rec.promoted_from})"
             else:
                 label = repo
             row = rows.setdefault(filename, {
                 "filename": filename, "url": f"../../{repo}/{project}/{filename}",
-                "size": rec.get("size"), "sha256": rec.get("sha256"),
-                "upload_time": rec.get("upload_time"), "uploader": None, "where": [],
-                "yanked": None, "yanks": {}, "version": str(rec.get("version", "")),
+                "size": rec.size, "sha256": rec.sha256,
+                "upload_time": rec.upload_time or None, "uploader": None, "where": [],
+                "yanked": None, "yanks": {}, "version": rec.version,
                 "repo": repo, "rec": rec})
             row["where"].append(label)
             row["uploader"] = row["uploader"] or uploader.get((repo, filename))
-            if _yank(rec.get("yanked")) is not None:
-                row["yanks"][repo] = _yank(rec.get("yanked"))
+            if _yank(rec.yanked) is not None:
+                row["yanks"][repo] = _yank(rec.yanked)
     for row in rows.values():
         yanks = row["yanks"]
         if yanks and len(yanks) == len(row["where"]) and len(set(yanks.values())) == 1:
@@ -284,7 +285,7 @@ def project_view(settings: Settings, tree: Tree, project: NormalizedName,
                                       for repo, why in yanks.items())
     local = set(rows)
     for repo, record in records.items():
-        for filename, stone in sorted(record["tombstones"].items()):
+        for filename, stone in sorted(record.tombstones.items()):
             if filename in local or filename in rows:
                 continue
             try:
@@ -292,11 +293,11 @@ def project_view(settings: Settings, tree: Tree, project: NormalizedName,
             except PyPIFallbackError:
                 continue
             rows[filename] = {"filename": filename, "url": "", "size": None,
-                              "sha256": stone.get("sha256"), "upload_time": stone.get("time"),
-                              "uploader": stone.get("by"), "where": [repo], "yanked": None,
-                              "removed": str(stone.get("why") or ""), "version": version}
+                              "sha256": stone.sha256 or None, "upload_time": stone.time or None,
+                              "uploader": stone.by, "where": [repo], "yanked": None,
+                              "removed": stone.why, "version": version}
     public = settings.is_overlay(project) or any(
-        rec.get("pinned") for r in records.values() for rec in r["files"].values())
+        rec.pinned for r in records.values() for rec in r.files.values())
     if public:
         cached = settings.root / UPSTREAM_DIR / project
         for entry in mirror.upstream_entries(settings, project):
@@ -336,23 +337,22 @@ def project_view(settings: Settings, tree: Tree, project: NormalizedName,
                 metadata = parse_metadata(raw)
                 break
 
-    holders = [repo for repo, record in records.items() if record["files"]]
+    holders = [repo for repo, record in records.items() if record.files]
     install = tuple(Install(repo, f"../../{repo}/", f"{settings.url_prefix}/{repo}/")
                     for repo in settings.repos
                     if set(settings.chain(repo)) & set(holders)
                     or (public and settings.reaches_upstream(repo)))
     trail_rows = tuple(TrailRow(
-        time=str(e.get("time", "")), user=str(e.get("user") or "upstream cache"),
-        action=str(e.get("action", "")), repo=str(e.get("repo", "")),
+        time=e.time, user=e.user or "upstream cache",
+        action=e.action, repo=str(e.get("repo", "")),
         filename=str(e.get("filename", "")), detail=_detail(e))
         for e in reversed(trail))
     return ProjectView(
         name=project, latest=latest, metadata=metadata, versions=versions, install=install,
         trail=trail_rows, overlay=settings.is_overlay(project),
         claimed=CLAIM_REASONS.get(claim or "", claim), repos=tuple(holders),
-        status=tuple((repo, records[repo]["status"]["status"],
-                      records[repo]["status"].get("reason")) for repo in holders
-                     if isinstance(records[repo].get("status"), dict)))
+        status=tuple((repo, state.status, state.reason) for repo in holders
+                     if (state := records[repo].status) is not None))
 
 
 def refresh_projects(settings: Settings, projects: Iterable[str], *, force: bool = False,
@@ -420,15 +420,14 @@ def _recent(tree: Tree) -> list[Recent]:
     found: list[Recent] = []
     for line in reversed(lines):
         try:
-            e = json.loads(line)
+            e = AuditEntry.from_json(json.loads(line))
         except ValueError:
             continue
-        if not isinstance(e, dict) or e.get("action") not in RECENT_ACTIONS:
+        if e is None or e.action not in RECENT_ACTIONS:
             continue
-        if not is_normalized_name(str(e.get("project", ""))):
+        if e.project is None or not is_normalized_name(e.project):
             continue
-        found.append(Recent(str(e.get("time", "")), str(e.get("user") or ""),
-                            str(e["action"]), str(e.get("repo", "")), str(e["project"]),
+        found.append(Recent(e.time, e.user or "", e.action, str(e.get("repo", "")), e.project,
                             str(e.get("filename", "")), _detail(e)))
         if len(found) >= RECENT:
             break

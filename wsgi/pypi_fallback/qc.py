@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +25,23 @@ from packaging.version import InvalidVersion, Version
 from . import mirror
 from .config import Settings
 from .errors import BadRequest, FileExists, Forbidden, NotFound, PyPIFallbackError
-from .listing import PROJECT_STATUSES
 from .names import NormalizedName, parse_dist_filename, parse_project_name
 from .pages import refresh as refresh_pages
-from .regen import SIDECAR_KEYS, SIDECARS, Records, Report, refresh_roots, render_project
+from .records import (
+    PROJECT_STATUSES,
+    SIDECARS,
+    AuditEntry,
+    FileRecord,
+    ProjectRecord,
+    StatusRecord,
+    Tombstone,
+)
+from .regen import Records, Report, refresh_roots, render_project
 from .storage import (
     Tree,
     Undo,
     Writer,
     append_audit,
-    dump_record,
     load_record,
     locked,
     sha256_file,
@@ -69,11 +76,11 @@ def parse_spec(spec: str, where: str | None = None) -> tuple[NormalizedName, Ver
     return parse_project_name(req.name, f"name in {spec!r}"), version
 
 
-def _release_files(record: dict[str, Any], version: Version) -> list[str]:
+def _release_files(record: ProjectRecord, version: Version) -> list[str]:
     found = []
-    for name, rec in record["files"].items():
+    for name, rec in record.files.items():
         with contextlib.suppress(InvalidVersion):
-            if Version(rec["version"]) == version:
+            if Version(rec.version) == version:
                 found.append(name)
     return sorted(found)
 
@@ -99,8 +106,8 @@ class Copy:
     name: str
     src: Path
     metadata: Path | None
-    rec: dict[str, Any]
-    audit: dict[str, Any]
+    rec: FileRecord
+    audit: AuditEntry
     sha256: str
     sidecars: tuple[tuple[str, Path], ...] = ()  # (".provenance", path): kept beside it
 
@@ -133,25 +140,25 @@ def _publish_copies(settings: Settings, tree: Tree, project: NormalizedName, rep
                 os.fsync(fout.fileno())
             if sha256_file(tmp) != copy.sha256:  # the copy is what was asked for
                 raise VerifyFailed(f"copy of {copy.name} does not match its sha256")
-            record["files"][copy.name] = {**copy.rec, "pending": True}
-        undo.write(tree.record_path(repo, project), dump_record(record), guard=True)
+            record.files[copy.name] = replace(copy.rec, pending=True)
+        undo.write(tree.record_path(repo, project), record.dump(), guard=True)
         for copy, _, final in staged:
             if copy.metadata is not None and copy.metadata.exists():
                 undo.write(final.with_name(final.name + ".metadata"), copy.metadata.read_bytes())
             for suffix, src in copy.sidecars:
                 data = src.read_bytes()
-                if hashlib.sha256(data).hexdigest() != copy.rec.get(SIDECAR_KEYS[suffix]):
+                if hashlib.sha256(data).hexdigest() != copy.rec.sidecar_sha256(suffix):
                     raise VerifyFailed(f"{src} does not match its recorded sha256; run verify")
                 undo.write(final.with_name(final.name + suffix), data)
         for copy, tmp, final in staged:
             if not undo.link_new(tmp, final):
                 raise FileExists(f"File already exists: {repo}/{project}/{copy.name}")
             os.unlink(tmp)
-            record["files"][copy.name] = _new_entry(copy.rec, final, **extra)
+            record.files[copy.name] = _new_entry(copy.rec, final, **extra)
 
         def rerender() -> None:
             for key in records:
-                records[key].pop("listing", None)  # a listing half-written: write it again
+                records[key].listing = None  # a listing half-written: write it again
             render_project(settings, tree, project, settings.dependents(repo), records,
                            Writer(), Report(), set())
 
@@ -163,10 +170,10 @@ def _publish_copies(settings: Settings, tree: Tree, project: NormalizedName, rep
             refresh_roots(settings, settings.viewers(roots))
         for copy in copies:
             append_audit(tree, copy.audit)
-        Writer().write(tree.record_path(repo, project), dump_record(record))
+        Writer().write(tree.record_path(repo, project), record.dump())
     except BaseException:
         for copy in copies:
-            record["files"].pop(copy.name, None)
+            record.files.pop(copy.name, None)
         undo.rollback()
         raise
     finally:
@@ -186,17 +193,17 @@ def _rmdir_if_empty(path: Path) -> None:
         path.rmdir()
 
 
-def _new_entry(rec: dict[str, Any], final: Path, **extra: Any) -> dict[str, Any]:
+def _new_entry(rec: FileRecord, final: Path, **extra: Any) -> FileRecord:
     """A copied file's record: its upload time is when it entered this repository."""
     st = final.stat()
-    return {**rec, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "yanked": False,
-            "upload_time": utc_timestamp(), **extra}
+    return replace(rec, size=st.st_size, mtime_ns=st.st_mtime_ns, yanked=False,
+                   upload_time=utc_timestamp(), **extra)
 
 
-def _sidecars(folder: Path, name: str, rec: dict[str, Any]) -> tuple[tuple[str, Path], ...]:
+def _sidecars(folder: Path, name: str, rec: FileRecord) -> tuple[tuple[str, Path], ...]:
     """The files kept beside ``name`` that its record vouches for."""
     return tuple((suffix, folder / f"{name}{suffix}") for suffix in SIDECARS
-                 if rec.get(SIDECAR_KEYS[suffix]))
+                 if rec.sidecar_sha256(suffix))
 
 
 @dataclass
@@ -224,31 +231,31 @@ def promote(settings: Settings, spec: str, src: str, dst: str, operator: str) ->
         if not names:
             raise NotFound(f"No files of {project}=={version} in {src}")
         for name in names:
-            rec = source["files"][name]
+            rec = source.files[name]
             path = tree.project_dir(src, project) / name
-            if not path.exists() or sha256_file(path) != rec["sha256"]:
+            if not path.exists() or sha256_file(path) != rec.sha256:
                 raise VerifyFailed(f"{src}/{project}/{name} is missing or differs from its "
                                    "recorded sha256; run verify")
-            there = target["files"].get(name)
-            if there and there["sha256"] == rec["sha256"]:
+            there = target.files.get(name)
+            if there and there.sha256 == rec.sha256:
                 outcome.skipped.append(name)
                 continue
-            if there or name in target["tombstones"]:
+            if there or name in target.tombstones:
                 raise FileExists(f"File already exists: {dst}/{project}/{name} with other "
                                  "contents (or removed); nothing promoted")
         copies = []
         for name in names:
             if name in outcome.skipped:
                 continue
-            rec = source["files"][name]
+            rec = source.files[name]
             folder = tree.project_dir(src, project)
             copies.append(Copy(name, folder / name,
-                               folder / f"{name}.metadata" if rec.get("metadata_sha256")
-                               else None, rec,
-                               {"time": utc_timestamp(), "user": operator, "action": "promote",
-                                "repo": dst, "from": src, "project": project, "filename": name,
-                                "sha256": rec["sha256"], "size": rec["size"]}, rec["sha256"],
-                               _sidecars(folder, name, rec)))
+                               folder / f"{name}.metadata" if rec.metadata_sha256 else None,
+                               rec,
+                               AuditEntry(utc_timestamp(), operator, "promote", {
+                                   "repo": dst, "from": src, "project": project,
+                                   "filename": name, "sha256": rec.sha256, "size": rec.size}),
+                               rec.sha256, _sidecars(folder, name, rec)))
             outcome.copied.append(name)
         if copies:
             _publish_copies(settings, tree, project, dst, records, copies, promoted_from=src)
@@ -281,12 +288,14 @@ def yank(settings: Settings, spec: str, reason: str | None, repo: str | None, op
             records: Records = {}
             record = records[(r, project)] = load_record(tree, r, project)
             for name in _release_files(record, version):
-                record["files"][name]["yanked"] = False if undo else (reason or True)
+                record.files[name] = replace(record.files[name],
+                                             yanked=False if undo else (reason or True))
                 changed.append(f"{r}/{project}/{name}")
-                append_audit(tree, {"time": utc_timestamp(), "user": operator,
-                                    "action": "unyank" if undo else "yank", "repo": r,
-                                    "project": project, "filename": name, "reason": reason})
-            Writer().write(tree.record_path(r, project), dump_record(record))
+                append_audit(tree, AuditEntry(utc_timestamp(), operator,
+                                              "unyank" if undo else "yank", {
+                                                  "repo": r, "project": project,
+                                                  "filename": name, "reason": reason}))
+            Writer().write(tree.record_path(r, project), record.dump())
             _rebuild(settings, tree, project, r, records)
     return changed
 
@@ -314,16 +323,16 @@ def remove(settings: Settings, spec: str, repo: str, operator: str, force: bool 
         folder = tree.project_dir(repo, project)
         writer = Writer()
         for name in names:
-            old = record["files"].pop(name)
-            record["tombstones"][name] = {"sha256": old["sha256"], "time": utc_timestamp(),
-                                          "why": reason or "removed", "by": operator}
+            old = record.files.pop(name)
+            record.tombstones[name] = Tombstone(old.sha256, utc_timestamp(),
+                                                reason or "removed", operator)
             writer.remove(folder / name)
             for suffix in (".metadata", *SIDECARS):
                 writer.remove(folder / f"{name}{suffix}")
-            append_audit(tree, {"time": utc_timestamp(), "user": operator, "action": "remove",
-                                "repo": repo, "project": project, "filename": name,
-                                "sha256": old["sha256"], "reason": reason})
-        writer.write(tree.record_path(repo, project), dump_record(record))
+            append_audit(tree, AuditEntry(utc_timestamp(), operator, "remove", {
+                "repo": repo, "project": project, "filename": name, "sha256": old.sha256,
+                "reason": reason}))
+        writer.write(tree.record_path(repo, project), record.dump())
         _rebuild(settings, tree, project, repo, records)
     return [f"{repo}/{project}/{n}" for n in names]
 
@@ -419,21 +428,21 @@ def pin(settings: Settings, pins: list[Pin], repo: str, operator: str,
                                 for r in settings.repos}
             target = records[(repo, item.project)]
             wanted = set(item.hashes)
-            for name, rec in target["files"].items():
-                if rec["sha256"] in wanted:
-                    wanted.discard(rec["sha256"])
+            for name, rec in target.files.items():
+                if rec.sha256 in wanted:
+                    wanted.discard(rec.sha256)
                     outcome.skipped.append(f"{item.project}/{name}")
             copies = []
             for digest in sorted(wanted):
                 name, src, rec, sidecars = _find_pinned(settings, tree, upstream, item, digest,
                                                         records)
-                if name in target["files"] or name in target["tombstones"]:
+                if name in target.files or name in target.tombstones:
                     raise FileExists(f"{item.where}: {repo}/{item.project}/{name} exists with "
                                      "other contents (or was removed)")
                 copies.append(Copy(name, src, None, rec,
-                                   {"time": utc_timestamp(), "user": operator,
-                                    "action": "pin", "repo": repo, "project": item.project,
-                                    "filename": name, "sha256": digest, "size": rec["size"]},
+                                   AuditEntry(utc_timestamp(), operator, "pin", {
+                                       "repo": repo, "project": item.project,
+                                       "filename": name, "sha256": digest, "size": rec.size}),
                                    digest, sidecars))
             try:
                 if copies:
@@ -447,15 +456,15 @@ def pin(settings: Settings, pins: list[Pin], repo: str, operator: str,
 
 def _find_pinned(settings: Settings, tree: Tree, upstream: Upstream, item: Pin,
                  digest: str, records: Records
-                 ) -> tuple[str, Path, dict[str, Any], tuple[tuple[str, Path], ...]]:
+                 ) -> tuple[str, Path, FileRecord, tuple[tuple[str, Path], ...]]:
     """The pinned file: from a local repo, else from the upstream (through the cache, with
     its PEP 740 provenance when the upstream lists one). Pinning is an operator's choice by
     hash: the release-age policy does not hold it back."""
     for (r, _), record in records.items():
-        for name, rec in record["files"].items():
-            if rec["sha256"] == digest:
+        for name, rec in record.files.items():
+            if rec.sha256 == digest:
                 folder = tree.project_dir(r, item.project)
-                return name, folder / name, dict(rec), _sidecars(folder, name, rec)
+                return name, folder / name, rec, _sidecars(folder, name, rec)
     if mirror.is_claimed(settings, item.project):
         raise NotFound(f"{item.where}: {item.project} is a local (claimed) name and no local "
                        f"file has sha256 {digest}")
@@ -467,15 +476,16 @@ def _find_pinned(settings: Settings, tree: Tree, upstream: Upstream, item: Pin,
                                  f"not version {item.version}")
             fetched = mirror.fetch_file(settings, upstream, item.project, f.filename,
                                         cooldown=False)
-            rec = {"sha256": digest, "size": fetched.path.stat().st_size,
-                   "version": str(item.version), "requires_python": f.requires_python,
-                   "metadata_sha256": None, "upload_time": utc_timestamp(),
-                   "upstream_upload_time": f.upload_time, "source": f.url}
+            rec = FileRecord(sha256=digest, size=fetched.path.stat().st_size,
+                             version=str(item.version), upload_time=utc_timestamp(),
+                             requires_python=f.requires_python,
+                             upstream_upload_time=f.upload_time, source=f.url)
             sidecars: tuple[tuple[str, Path], ...] = ()
             if f.provenance:
                 prov = mirror.fetch_provenance(settings, upstream, item.project, f.filename,
                                                cooldown=False).path
-                rec["provenance_sha256"] = hashlib.sha256(prov.read_bytes()).hexdigest()
+                rec = replace(rec,
+                              provenance_sha256=hashlib.sha256(prov.read_bytes()).hexdigest())
                 sidecars = ((mirror.PROVENANCE_SUFFIX, prov),)
             return f.filename, fetched.path, rec, sidecars
     raise NotFound(f"{item.where}: no file of {item.project}=={item.version} with sha256 "
@@ -501,28 +511,28 @@ def verify(settings: Settings, repos: Iterable[str] | None = None,
             if progress:
                 progress(i, len(records), f"{repo}/{project}")
             record = load_record(tree, repo, project)
-            for name, rec in sorted(record["files"].items()):
+            for name, rec in sorted(record.files.items()):
                 checked += 1
                 file = tree.project_dir(repo, project) / name
                 where = f"{repo}/{project}/{name}"
                 if not file.exists():
                     problems.append(f"missing: {where}")
-                elif sha256_file(file) != rec["sha256"]:
-                    problems.append(f"sha256 mismatch: {where} (recorded {rec['sha256']})")
+                elif sha256_file(file) != rec.sha256:
+                    problems.append(f"sha256 mismatch: {where} (recorded {rec.sha256})")
                 meta = file.with_name(name + ".metadata")
-                if rec.get("metadata_sha256") and (
-                        not meta.exists() or sha256_file(meta) != rec["metadata_sha256"]):
+                if rec.metadata_sha256 and (
+                        not meta.exists() or sha256_file(meta) != rec.metadata_sha256):
                     problems.append(f"metadata missing or changed: {where}.metadata")
                 for suffix in SIDECARS:  # provenance, attestations
                     side = file.with_name(name + suffix)
-                    if rec.get(SIDECAR_KEYS[suffix]) and (
-                            not side.exists() or sha256_file(side) != rec[SIDECAR_KEYS[suffix]]):
+                    expected = rec.sidecar_sha256(suffix)
+                    if expected and (not side.exists() or sha256_file(side) != expected):
                         problems.append(f"{suffix[1:]} missing or changed: {where}{suffix}")
     return checked, problems
 
 
 def read_audit(settings: Settings, project: str | None = None, user: str | None = None,
-               since: str | None = None) -> Iterator[dict[str, Any]]:
+               since: str | None = None) -> Iterator[AuditEntry]:
     path = Tree.of(settings).audit_log
     if not path.exists():
         return
@@ -530,15 +540,17 @@ def read_audit(settings: Settings, project: str | None = None, user: str | None 
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             try:
-                entry = json.loads(line)
+                entry = AuditEntry.from_json(json.loads(line))
             except ValueError:
+                entry = None
+            if entry is None:
                 print(f"audit: line {n} is not JSON; skipped", file=sys.stderr)
                 continue
-            if wanted and entry.get("project") != wanted:
+            if wanted and entry.project != wanted:
                 continue
-            if user and entry.get("user") != user:
+            if user and entry.user != user:
                 continue
-            if since and str(entry.get("time", "")) < since:
+            if since and entry.time < since:
                 continue
             yield entry
 
@@ -564,18 +576,18 @@ def set_status(settings: Settings, name: str, status: str, reason: str | None,
         for r in [repo] if repo else list(settings.repos):
             records: Records = {}
             record = records[(r, project)] = load_record(tree, r, project)
-            if not record["files"]:
+            if not record.files:
                 continue
-            previous = record.get("status")
+            previous = record.status.to_json() if record.status else record.extra.get("status")
+            record.extra.pop("status", None)
             if status == "active" and not reason:
-                record.pop("status", None)
+                record.status = None
             else:
-                record["status"] = {"status": status, "reason": reason or None,
-                                    "by": operator, "time": utc_timestamp()}
-            append_audit(tree, {"time": utc_timestamp(), "user": operator, "action": "status",
-                                "repo": r, "project": project, "status": status,
-                                "reason": reason, "previous": previous})
-            Writer().write(tree.record_path(r, project), dump_record(record))
+                record.status = StatusRecord(status, reason or None, operator, utc_timestamp())
+            append_audit(tree, AuditEntry(utc_timestamp(), operator, "status", {
+                "repo": r, "project": project, "status": status, "reason": reason,
+                "previous": previous}))
+            Writer().write(tree.record_path(r, project), record.dump())
             _rebuild(settings, tree, project, r, records)
             changed.append(r)
     if not changed:

@@ -16,18 +16,15 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from . import mirror
 from .archive import inspect_dist
 from .config import Settings
 from .errors import InvalidArchive, InvalidFilename, MetadataMismatch
 from .listing import (
-    PROJECT_STATUSES,
     TYPE_MAP,
-    FileEntry,
     ProjectStatus,
     build_project_page,
     build_root_page,
@@ -45,6 +42,7 @@ from .names import (
 )
 from .pages import refresh as refresh_pages
 from .policywatch import record_policy
+from .records import SIDECARS, FileEntry, FileRecord, ProjectRecord, Tombstone
 from .storage import (
     LISTING_FILES,
     UPSTREAM_DIR,
@@ -52,7 +50,6 @@ from .storage import (
     Tree,
     Writer,
     add_claims,
-    dump_record,
     is_stale_tmp,
     load_record,
     locked,
@@ -63,7 +60,7 @@ from .storage import (
 )
 from .upstream import UpstreamError
 
-Records = dict[tuple[str, str], dict[str, Any]]
+Records = dict[tuple[str, str], ProjectRecord]
 
 
 @dataclass
@@ -89,22 +86,14 @@ class Report:
 
 
 def file_record(path: Path, sha256: str, version: str, requires_python: str | None,
-                metadata_sha256: str | None, upload_time: str) -> dict[str, Any]:
+                metadata_sha256: str | None, upload_time: str) -> FileRecord:
     st = path.stat()
-    return {
-        "sha256": sha256,
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "ctime_ns": st.st_ctime_ns,
-        "version": version,
-        "requires_python": requires_python,
-        "metadata_sha256": metadata_sha256,
-        "upload_time": upload_time,
-        "yanked": False,
-    }
+    return FileRecord(sha256=sha256, size=st.st_size, version=version, upload_time=upload_time,
+                      requires_python=requires_python, metadata_sha256=metadata_sha256,
+                      mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
 
 
-def scan_project(tree: Tree, repo: str, project: NormalizedName, record: dict[str, Any],
+def scan_project(tree: Tree, repo: str, project: NormalizedName, record: ProjectRecord,
                  writer: Writer, report: Report) -> bool:
     """Bring ``record`` in line with the project folder; return whether it changed.
 
@@ -112,14 +101,14 @@ def scan_project(tree: Tree, repo: str, project: NormalizedName, record: dict[st
     Files gone from disk become tombstones: their names are never reused.
     """
     folder = tree.project_dir(repo, project)
-    files: dict[str, Any] = record["files"]
+    files = record.files
     changed = False
     present: set[str] = set()
     metadata_files: list[str] = []
     now = time.time()
     if os.path.islink(folder):  # never followed (the repo pass quarantines it)
         return changed
-    undone = [n for n, rec in files.items() if rec.get("pending")]
+    undone = [n for n, rec in files.items() if rec.pending]
     for name in undone:
         # a publish that died before it was complete: it was never published; take it back
         writer.remove(folder / name)
@@ -152,52 +141,50 @@ def scan_project(tree: Tree, repo: str, project: NormalizedName, record: dict[st
         dist_name = name[: -len(".metadata")]
         rec = files.get(dist_name)
         try:
-            if rec is None or not rec.get("metadata_sha256"):
+            if rec is None or not rec.metadata_sha256:
                 writer.remove(folder / name)  # not one this program wrote
             elif hashlib.sha256(_regular_bytes(os.path.join(folder, name))).hexdigest() \
-                    != rec["metadata_sha256"]:
+                    != rec.metadata_sha256:
                 meta = inspect_dist(folder / dist_name, parse_dist_filename(dist_name))
                 writer.write(folder / name, meta.raw)  # a lying .metadata is replaced
-                if hashlib.sha256(meta.raw).hexdigest() != rec["metadata_sha256"]:
-                    rec["metadata_sha256"] = hashlib.sha256(meta.raw).hexdigest()
+                if hashlib.sha256(meta.raw).hexdigest() != rec.metadata_sha256:
+                    files[dist_name] = replace(
+                        rec, metadata_sha256=hashlib.sha256(meta.raw).hexdigest())
                     changed = True
         except (OSError, ValueError, InvalidFilename, InvalidArchive, MetadataMismatch) as exc:
             report.skipped(f"{repo}/{project}/{name}", exc)
     return changed
 
 
-# Files kept beside a distribution, with the record key of their sha256: the PEP 740
-# provenance object (fetched from the upstream, carried by pin and promote) and the
-# attestations an uploader sent (twine --attestations).
-SIDECARS = (".provenance", ".attestations")
-SIDECAR_KEYS = {".provenance": "provenance_sha256", ".attestations": "attestations_sha256"}
-
-
-def _check_sidecar(tree: Tree, repo: str, folder: Path, files: dict[str, Any], name: str,
+def _check_sidecar(tree: Tree, repo: str, folder: Path, files: dict[str, FileRecord], name: str,
                    report: Report) -> bool:
     """A sidecar is kept when its record says this program wrote those bytes; otherwise it
     goes to quarantine (and the record forgets it). Returns whether the record changed."""
     suffix = next(s for s in SIDECARS if name.endswith(s))
-    rec = files.get(name[: -len(suffix)])
-    key = SIDECAR_KEYS[suffix]
+    dist_name = name[: -len(suffix)]
+    rec = files.get(dist_name)
+    expected = rec.sidecar_sha256(suffix) if rec is not None else None
     try:
-        if rec is not None and rec.get(key) and hashlib.sha256(
-                _regular_bytes(os.path.join(folder, name))).hexdigest() == rec[key]:
+        if expected and hashlib.sha256(
+                _regular_bytes(os.path.join(folder, name))).hexdigest() == expected:
             return False
         _reject(tree, repo, folder / name, f"{name!r} is not a file this program wrote "
                 "beside a distribution (or its bytes changed)", report)
     except OSError as exc:
         report.skipped(f"{repo}/{folder.name}/{name}", exc)
         return False
-    return rec is not None and rec.pop(key, None) is not None
+    if rec is None or expected is None:
+        return False
+    files[dist_name] = rec.without_sidecar(suffix)
+    return True
 
 
-def _scan_entry(tree: Tree, repo: str, project: NormalizedName, record: dict[str, Any],
+def _scan_entry(tree: Tree, repo: str, project: NormalizedName, record: ProjectRecord,
                 entry: os.DirEntry[str], undone: list[str], present: set[str],
                 metadata_files: list[str], now: float, writer: Writer, report: Report
                 ) -> bool:
     """One entry of a project folder; returns whether the record changed."""
-    files: dict[str, Any] = record["files"]
+    files = record.files
     name = entry.name
     if entry.is_symlink():  # never followed, whatever its name
         _reject(tree, repo, Path(entry.path), f"{name!r} is a symlink", report)
@@ -218,8 +205,8 @@ def _scan_entry(tree: Tree, repo: str, project: NormalizedName, record: dict[str
         return False
     st = entry.stat(follow_symlinks=False)
     known = files.get(name)
-    if known and known["size"] == st.st_size and known["mtime_ns"] == st.st_mtime_ns \
-            and known.get("ctime_ns") == st.st_ctime_ns:
+    if known and known.size == st.st_size and known.mtime_ns == st.st_mtime_ns \
+            and known.ctime_ns == st.st_ctime_ns:
         present.add(name)
         return False
     path = Path(entry.path)
@@ -243,14 +230,14 @@ def _reject(tree: Tree, repo: str, path: Path, reason: str, report: Report) -> N
     report.quarantined.append((f"{repo}/{path.parent.name}/{path.name}", f"{reason} -> {target}"))
 
 
-def _tombstone(record: dict[str, Any], name: str, why: str) -> None:
-    old = record["files"].pop(name)
-    record["tombstones"][name] = {"sha256": old["sha256"], "time": utc_timestamp(), "why": why}
+def _tombstone(record: ProjectRecord, name: str, why: str) -> None:
+    old = record.files.pop(name)
+    record.tombstones[name] = Tombstone(old.sha256, utc_timestamp(), why)
 
 
 def _validate_new_file(tree: Tree, repo: str, project: NormalizedName, path: Path,
-                       known: dict[str, Any] | None, record: dict[str, Any],
-                       writer: Writer) -> dict[str, Any]:
+                       known: FileRecord | None, record: ProjectRecord,
+                       writer: Writer) -> FileRecord:
     dist = parse_dist_filename(path.name)
     if dist.project != project:
         raise InvalidFilename(
@@ -258,12 +245,11 @@ def _validate_new_file(tree: Tree, repo: str, project: NormalizedName, path: Pat
         )
     sha256 = sha256_file(path)
     if known:
-        if known["sha256"] != sha256:
+        if known.sha256 != sha256:
             raise InvalidFilename(f"{path.name!r} was published with other bytes; never replaced")
         st = path.stat()
-        return {**known, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                "ctime_ns": st.st_ctime_ns}
-    if path.name in record["tombstones"]:
+        return replace(known, size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
+    if path.name in record.tombstones:
         raise InvalidFilename(f"{path.name!r} was removed before; a filename is never reused")
     meta = inspect_dist(path, dist)
     metadata_sha256 = None
@@ -294,19 +280,20 @@ def render_project(settings: Settings, tree: Tree, project: NormalizedName,
     for repo in repos:
         record = _record(tree, repo, project, records)
         folder = tree.project_dir(repo, project)
-        if not record["files"]:
+        if not record.files:
             if (folder / "index.v1_json").exists():
                 for name in LISTING_FILES:
                     writer.remove(folder / name)
                 roots_changed.add(repo)
-            if record.pop("listing", None) is not None:
+            if record.listing is not None:
+                record.listing = None
                 _changed(tree, repo, project, record, writer, dirty)
             continue
         layers = []
         for holder in settings.chain(repo):
-            files = _record(tree, holder, project, records)["files"]
+            files = _record(tree, holder, project, records).published()
             layers.append([FileEntry.from_record(n, r, file_url(repo, holder, project, n))
-                           for n, r in files.items() if not r.get("pending")])
+                           for n, r in files.items()])
         tracked: list[str] = []
         admitted = mirror.Admitted()
         if settings.reaches_upstream(repo) and is_public(settings, project, [
@@ -321,8 +308,8 @@ def render_project(settings: Settings, tree: Tree, project: NormalizedName,
         if os.path.islink(folder):  # never written through (the repo pass quarantines it)
             continue
         listed = os.path.exists(os.path.join(folder, "index.v1_json"))
-        if record.get("listing") == fingerprint and listed and \
-                listing_intact(settings.root, folder, body, record.get("listing_html")):
+        if record.listing == fingerprint and listed and \
+                listing_intact(settings.root, folder, body, record.listing_html):
             continue
         if not listed:
             roots_changed.add(repo)
@@ -333,8 +320,8 @@ def render_project(settings: Settings, tree: Tree, project: NormalizedName,
                 _reject(tree, repo, path, f"{name!r} is not a listing this program wrote",
                         report)
         write_listing(writer, settings.root, folder, body, html, TYPE_MAP)
-        record["listing"] = fingerprint
-        record["listing_html"] = hashlib.sha256(html).hexdigest()
+        record.listing = fingerprint
+        record.listing_html = hashlib.sha256(html).hexdigest()
         _changed(tree, repo, project, record, writer, dirty)
         report.listings += 1
         if admitted.exceptions and page["files"]:
@@ -347,9 +334,9 @@ def local_status(chain: Iterable[str], project: NormalizedName, records: Records
     """PEP 792: the status set with ``status`` in the nearest repo of ``chain`` that has
     one (None: none set, which means active)."""
     for holder in chain:
-        state = _record(tree, holder, project, records).get("status")
-        if isinstance(state, dict) and state.get("status") in PROJECT_STATUSES:
-            return ProjectStatus(state["status"], state.get("reason"))
+        state = _record(tree, holder, project, records).status
+        if state is not None:
+            return ProjectStatus(state.status, state.reason)
     return None
 
 
@@ -383,22 +370,22 @@ def _regular_bytes(path: str) -> bytes:
         os.close(fd)
 
 
-def _changed(tree: Tree, repo: str, project: NormalizedName, record: dict[str, Any],
+def _changed(tree: Tree, repo: str, project: NormalizedName, record: ProjectRecord,
              writer: Writer, dirty: set[str] | None) -> None:
     if dirty is None:
-        writer.write(tree.record_path(repo, project), dump_record(record))
+        writer.write(tree.record_path(repo, project), record.dump())
     else:
         dirty.add(repo)
 
 
-def is_public(settings: Settings, project: str, records: Iterable[dict[str, Any]]) -> bool:
+def is_public(settings: Settings, project: str, records: Iterable[ProjectRecord]) -> bool:
     """A public project published here: an overlay, or one with pinned upstream files.
     Its listings merge the upstream's files; it is never claimed."""
     return settings.is_overlay(project) or any(
-        rec.get("pinned") for record in records for rec in record["files"].values())
+        rec.pinned for record in records for rec in record.files.values())
 
 
-def _record(tree: Tree, repo: str, project: NormalizedName, records: Records) -> dict[str, Any]:
+def _record(tree: Tree, repo: str, project: NormalizedName, records: Records) -> ProjectRecord:
     key = (repo, project)
     if key not in records:
         records[key] = load_record(tree, repo, project)
@@ -506,8 +493,8 @@ def _regenerate_project(settings: Settings, tree: Tree, project: NormalizedName,
     roots |= render_project(settings, tree, project, render_repos, records, writer, report,
                             dirty)
     for repo in dirty:
-        writer.write(tree.record_path(repo, project), dump_record(records[(repo, project)]))
-    if any(rec["files"] for rec in records.values()) and \
+        writer.write(tree.record_path(repo, project), records[(repo, project)].dump())
+    if any(rec.files for rec in records.values()) and \
             not is_public(settings, project, records.values()):
         held.add(project)
 

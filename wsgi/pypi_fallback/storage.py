@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from .config import Settings
-from .errors import ClaimsCorrupt, PyPIFallbackError
-from .names import NormalizedName, parse_normalized_name
+from .names import NormalizedName
+from .records import AuditEntry, ProjectRecord, parse_claims, render_claims
 
 TMP_PREFIX = ".tmp-"
 STALE_TMP_SECONDS = 6 * 3600
@@ -439,85 +439,19 @@ def locked(tree: Tree, name: str) -> Iterator[None]:
         os.close(fd)
 
 
-# -- records: what was published, with what hash, when ---------------------------------------
+# -- records: what was published, with what hash, when (the format: records.py) ---------------
 
 
-def load_record(tree: Tree, repo: str, project: NormalizedName) -> dict[str, Any]:
+def load_record(tree: Tree, repo: str, project: NormalizedName) -> ProjectRecord:
     """The state kept for one project in one repo: its files and its tombstones."""
     try:
         with open(tree.record_path(repo, project), "rb") as f:
-            data: dict[str, Any] = json.load(f)
+            return ProjectRecord.from_json(json.load(f))
     except FileNotFoundError:
-        data = {}
-    data.setdefault("files", {})
-    data.setdefault("tombstones", {})
-    return data
+        return ProjectRecord()
 
 
-def dump_record(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
-
-
-# -- claims: names that never fall back upstream ----------------------------------------------
-#
-# ``<state>/claims.map`` is an Apache RewriteMap (txt): one ``<name> <reason>`` a line. Both
-# fields are checked when written and when read: a name is a valid, normalized project name
-# (no space, so a reason can never become a name) and a reason is one of CLAIM_REASONS. A
-# line that is anything else stops the reader loudly instead of being half-understood.
-
-CLAIM_REASONS = {
-    "unknown-upstream": "the upstream did not know the name when it was first published here",
-    "private": "the name matches policy.private",
-    "published": "published here (found by regen-index)",
-    "unreachable": "claimed by an earlier release while the upstream could not be asked",
-}
-# what the first release wrote; read as the codes above
-_LEGACY_REASONS = {"unknown upstream": "unknown-upstream", "private (policy.private)": "private",
-                   "claimed": "published"}
-_CLAIMS_HEADER = "# pypi-fallback claims: these names never fall back upstream\n"
-
-
-def _claim_reason(text: str) -> str | None:
-    if text in CLAIM_REASONS:
-        return text
-    if text.startswith("upstream could not be asked"):
-        return "unreachable"
-    return _LEGACY_REASONS.get(text)
-
-
-def parse_claims(text: str, source: str = "claims.map") -> dict[NormalizedName, str]:
-    """The claims in a claims map's text; ClaimsCorrupt names the first bad line."""
-    claims: dict[NormalizedName, str] = {}
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line or line.startswith("#"):
-            continue
-        name, _, rest = line.partition(" ")
-        reason = _claim_reason(rest)
-        try:
-            project = parse_normalized_name(name, "name in the claims map")
-        except PyPIFallbackError:
-            reason = None
-        if reason is None:
-            raise ClaimsCorrupt(f"{source}, line {number}: {line[:80]!r} is not "
-                                "'<normalized name> <reason>'; fix or remove that line")
-        claims[project] = reason
-    return claims
-
-
-def render_claims(claims: dict[NormalizedName, str]) -> bytes:
-    """The claims map's text; refuses (ClaimsCorrupt) any name or reason it could not read
-    back exactly."""
-    lines = [_CLAIMS_HEADER]
-    for name in sorted(claims):
-        reason = claims[name]
-        try:
-            ok = parse_normalized_name(name) == name and reason in CLAIM_REASONS
-        except PyPIFallbackError:
-            ok = False
-        if not ok:
-            raise ClaimsCorrupt(f"Refusing to write the claim {name!r} {reason!r}")
-        lines.append(f"{name} {reason}\n")
-    return "".join(lines).encode("ascii")
+# -- claims: names that never fall back upstream (the format: records.Claim) -------------------
 
 
 def load_claims(tree: Tree) -> dict[NormalizedName, str]:
@@ -545,9 +479,9 @@ def add_claims(tree: Tree, new: dict[NormalizedName, str]) -> list[NormalizedNam
 # -- audit and quarantine -----------------------------------------------------------------------
 
 
-def append_audit(tree: Tree, entry: dict[str, Any]) -> None:
+def append_audit(tree: Tree, entry: AuditEntry) -> None:
     """Append one JSON line to the audit log, durably, under an append lock."""
-    line = (json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    line = entry.line()
     fd = os.open(tree.audit_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

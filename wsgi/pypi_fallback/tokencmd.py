@@ -15,6 +15,7 @@ from .auth import GroupFile
 from .config import Settings
 from .errors import PyPIFallbackError
 from .names import parse_normalized_name
+from .records import AuditEntry
 from .storage import Tree, Writer, append_audit, locked, utc_timestamp
 from .tokens import Token, new_token, parse_store, render_store, revoked, store_path
 
@@ -65,9 +66,9 @@ def create_token(settings: Settings, owner: str, repo: str, project: str | None,
         token, text = new_token(owner, repo, project, lifetime, now)
         tokens[token.id] = token
         _save(settings, tokens)
-        append_audit(tree, {"time": utc_timestamp(), "user": operator,
-                            "action": "token-create", "token": token.id, "owner": owner,
-                            "repo": repo, "project": project, "expires": token.expires})
+        append_audit(tree, AuditEntry(utc_timestamp(), operator, "token-create", {
+            "token": token.id, "owner": owner, "repo": repo, "project": project,
+            "expires": token.expires}))
     return Created(token, text)
 
 
@@ -85,9 +86,8 @@ def revoke_token(settings: Settings, token_id: str, operator: str,
             raise TokenRefused(f"No such token: {token_id!r} (see: token list)")
         token = tokens[token_id] = revoked(tokens[token_id], now)
         _save(settings, tokens)
-        append_audit(tree, {"time": utc_timestamp(), "user": operator,
-                            "action": "token-revoke", "token": token_id, "owner": token.owner,
-                            "repo": token.repo})
+        append_audit(tree, AuditEntry(utc_timestamp(), operator, "token-revoke", {
+            "token": token_id, "owner": token.owner, "repo": token.repo}))
     return token
 
 

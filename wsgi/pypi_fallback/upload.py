@@ -13,9 +13,9 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Literal
 
 from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
@@ -33,14 +33,14 @@ from .errors import (
     TooLarge,
 )
 from .names import Dist, NormalizedName, parse_dist_filename, parse_project_name
-from .regen import SIDECARS, Records, Report, file_record, local_status, render_project
+from .records import SIDECARS, AuditEntry, ProjectRecord
+from .regen import Records, Report, file_record, local_status, render_project
 from .storage import (
     Tree,
     Undo,
     Writer,
     add_claims,
     append_audit,
-    dump_record,
     load_claims,
     load_record,
     locked,
@@ -195,8 +195,7 @@ def is_new_name(settings: Settings, project: NormalizedName) -> bool:
     tree = Tree.of(settings)
     for repo in settings.repos:
         record = load_record(tree, repo, project)
-        published = [f for f in record["files"].values() if not f.get("pending")]
-        if published or record["tombstones"]:
+        if record.published() or record.tombstones:
             return False
     return project not in load_claims(tree)
 
@@ -220,15 +219,13 @@ def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[by
         if upload.blake2_256 and upload.blake2_256 != blake2:
             raise DigestMismatch(f"The blake2_256_digest does not match the file ({blake2})")
         meta = inspect_dist(tmp, dist)
-        entry = {
-            "time": "", "user": user, "action": "upload", "repo": repo,
-            "project": dist.project, "filename": dist.filename, "sha256": sha256,
-            "size": size, "client": client,
-        }
+        fields = {"repo": repo, "project": dist.project, "filename": dist.filename,
+                  "sha256": sha256, "size": size, "client": client}
         if upstream:
-            entry["upstream"] = upstream
+            fields["upstream"] = upstream
         if token:
-            entry["token"] = token
+            fields["token"] = token
+        entry = AuditEntry("", user, "upload", fields)
         with locked(tree, dist.project):
             status, roots = _publish(settings, tree, repo, dist, tmp, sha256, meta.raw,
                                      meta.requires_python, entry, claim, upload.attestations)
@@ -270,7 +267,7 @@ def check_same_file_spelled_once(dist: Dist, filenames: Iterable[str]) -> None:
 
 
 def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, sha256: str,
-             metadata: bytes, requires_python: str | None, audit: dict[str, Any],
+             metadata: bytes, requires_python: str | None, audit: AuditEntry,
              claim: str | None, attestations: bytes | None = None
              ) -> tuple[Literal["created", "exists"], tuple[str, ...]]:
     """Under the project lock: refuse reuse, then publish (see ``publish_steps``).
@@ -280,20 +277,19 @@ def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, s
                         for r in settings.chain(repo)}
     record = records[(repo, dist.project)]
     final = tree.project_dir(repo, dist.project) / dist.filename
-    known = record["files"].get(dist.filename)
-    if known and known.get("pending"):  # a publish that died half-way: take it back
+    known = record.files.get(dist.filename)
+    if known and known.pending:  # a publish that died half-way: take it back
         undo_pending(tree, repo, dist.project, record, dist.filename)
         known = None
-    if dist.filename in record["tombstones"]:
+    if dist.filename in record.tombstones:
         raise FileExists(f"File already exists: {dist.filename!r} was removed from {repo} "
                          "and a filename can never be reused; upload a new version")
     for holder in settings.chain(repo):
-        other = records[(holder, dist.project)]["files"].get(dist.filename)
-        if other and not other.get("pending") and other["sha256"] != sha256:
+        other = records[(holder, dist.project)].files.get(dist.filename)
+        if other and not other.pending and other.sha256 != sha256:
             raise FileExists(f"File already exists: {dist.filename!r} in {holder} has other "
                              "contents; upload a new version")
-    check_same_file_spelled_once(dist, [*(n for n, f in record["files"].items()
-                                          if not f.get("pending")), *record["tombstones"]])
+    check_same_file_spelled_once(dist, [*record.published(), *record.tombstones])
     if known:
         return "exists", ()
     status = local_status(settings.chain(repo), dist.project, records, tree)
@@ -311,34 +307,35 @@ def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, s
                           utc_timestamp())
         # 1. the record, marked pending: a publish killed from here on is taken back by
         #    the next upload of the name or regen-index, never published without audit
-        record["files"][dist.filename] = {**rec, "pending": True}
-        undo.write(tree.record_path(repo, dist.project), dump_record(record), guard=True)
+        record.files[dist.filename] = replace(rec, pending=True)
+        undo.write(tree.record_path(repo, dist.project), record.dump(), guard=True)
         # 2. the metadata
         if metadata_sha256:
             undo.write(final.with_name(final.name + ".metadata"), metadata)
         if attestations:
             undo.write(final.with_name(final.name + ".attestations"), attestations)
-            rec["attestations_sha256"] = hashlib.sha256(attestations).hexdigest()
+            rec = replace(rec, attestations_sha256=hashlib.sha256(attestations).hexdigest())
         undo.then(lambda: _unlink(tmp), first=True)  # frees the space the rest of a rollback needs
         # 3. the distribution, visible last; then the audit line, the record and listings
         if not undo.link_new(tmp, final):
             raise FileExists(f"File already exists: {dist.filename!r} is on disk in {repo}, "
                              "waiting for regen-index")
         os.unlink(tmp)  # before the record's stat: a link count change moves the ctime
-        rec = {**rec, **file_record(final, sha256, str(dist.version), requires_python,
-                                    metadata_sha256, rec["upload_time"])}
-        record["files"][dist.filename] = rec
+        st = final.stat()
+        rec = replace(rec, size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
+        record.files[dist.filename] = rec
         roots = render_project(settings, tree, dist.project, settings.dependents(repo),
                                records, undo_writer(undo, tree, settings, dist.project, repo,
                                                     records), Report(), set())
         if claim and roots and add_claims(tree, {dist.project: claim}):
-            audit = {**audit, "claim": claim}
-        append_audit(tree, {**audit, "time": rec["upload_time"]})
+            audit = replace(audit, fields={**audit.fields, "claim": claim})
+        append_audit(tree, replace(audit, time=rec.upload_time))
+        undone = replace(audit, action="upload-undone")
         undo.then(lambda: _best_effort(lambda: append_audit(
-            tree, {**audit, "time": utc_timestamp(), "action": "upload-undone"})))
-        Writer().write(tree.record_path(repo, dist.project), dump_record(record))
+            tree, replace(undone, time=utc_timestamp()))))
+        Writer().write(tree.record_path(repo, dist.project), record.dump())
     except BaseException:
-        record["files"].pop(dist.filename, None)
+        record.files.pop(dist.filename, None)
         undo.rollback()
         raise
     undo.commit()
@@ -361,7 +358,7 @@ def undo_writer(undo: Undo, tree: Tree, settings: Settings, project: NormalizedN
     are rendered again from the records as they were."""
     def rerender() -> None:
         for key in records:
-            records[key].pop("listing", None)  # a listing half-written: write it again
+            records[key].listing = None  # a listing half-written: write it again
         render_project(settings, tree, project, settings.dependents(repo), records, Writer(),
                        Report(), set())
 
@@ -369,7 +366,7 @@ def undo_writer(undo: Undo, tree: Tree, settings: Settings, project: NormalizedN
     return Writer()
 
 
-def undo_pending(tree: Tree, repo: str, project: NormalizedName, record: dict[str, Any],
+def undo_pending(tree: Tree, repo: str, project: NormalizedName, record: ProjectRecord,
                  filename: str) -> None:
     """Take back a publish that died before it was complete: its files go, its record
     entry goes (no tombstone: it was never published)."""
@@ -378,5 +375,5 @@ def undo_pending(tree: Tree, repo: str, project: NormalizedName, record: dict[st
     writer.remove(folder / filename)
     for suffix in (".metadata", *SIDECARS):
         writer.remove(folder / f"{filename}{suffix}")
-    record["files"].pop(filename, None)
-    writer.write(tree.record_path(repo, project), dump_record(record))
+    record.files.pop(filename, None)
+    writer.write(tree.record_path(repo, project), record.dump())
