@@ -203,24 +203,19 @@ def _install_dropin(output: Path, text: str, check: bool,
     (the old file is kept when Apache rejects the new one)."""
     import tempfile
 
-    from .storage import fsync_dir, tmp_path
+    from .storage import install_checked
 
-    tmp = tmp_path(output)
-    tmp.write_text(text)
-    try:
-        if check:
-            with tempfile.TemporaryDirectory() as work:
-                problem = apache_check_config(str(tmp), Path(work), extra_modules)
-            if problem:
-                print(f"regen-rules: Apache rejects the new drop-in; {output} kept as it "
-                      f"was:\n{problem}", file=sys.stderr)
-                return EXIT_USAGE
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-        fsync_dir(output.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    def apache_accepts(tmp: Path) -> str | None:
+        if not check:
+            return None
+        with tempfile.TemporaryDirectory() as work:
+            return apache_check_config(str(tmp), Path(work), extra_modules)
+
+    problem = install_checked(output, text.encode(), apache_accepts)
+    if problem:
+        print(f"regen-rules: Apache rejects the new drop-in; {output} kept as it "
+              f"was:\n{problem}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"regen-rules: wrote {output}", file=sys.stderr)
     return EXIT_OK
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from .storage import (
     load_claims,
     locked,
     new_file,
+    touch_only,
     utc_timestamp,
 )
 from .upstream import Upstream, UpstreamError, pip_index_url
@@ -157,15 +157,7 @@ def stamp_fresh(settings: Settings, listing: UpstreamListing, now: float | None 
     current ten seconds); remove the project's other stamps. Returns the stamps."""
     now = time.time() if now is None else now
     names = fresh_stamps(listing.fetched + settings.upstream_ttl, now)
-    folder = fresh_dir(Tree.of(settings), listing.project)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        os.close(os.open(folder / name, os.O_WRONLY | os.O_CREAT, 0o644))
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.name not in names:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
+    touch_only(fresh_dir(Tree.of(settings), listing.project), names)
     return names
 
 
@@ -334,7 +326,7 @@ def cache_path(settings: Settings, project: NormalizedName, filename: str) -> Pa
         raise NotFound(f"{filename!r} is not a file of {project!r}")
     if is_claimed(settings, project):
         raise NotFound(f"{project!r} is not looked up upstream")
-    return settings.root / UPSTREAM_DIR / project / filename
+    return Tree.of(settings).upstream_dir(project) / filename
 
 
 def listed_file(settings: Settings, upstream: Upstream, project: NormalizedName,
@@ -354,14 +346,12 @@ def fetch_file(settings: Settings, upstream: Upstream, project: NormalizedName,
     (not for ``pin``, an operator's explicit choice by hash), a file the release-age
     policy holds back is refused."""
     final = cache_path(settings, project, filename)
-    folder = final.parent
     tree = Tree.of(settings)
     with locked(tree, file_lock(project, filename)):
         if final.exists():
             return Fetched(final, False)
         entry = listed_file(settings, upstream, project, filename)
         exception = check_cooldown(settings, project, entry) if cooldown else None
-        folder.mkdir(parents=True, exist_ok=True)
         with new_file(final) as out:
             sha256, size = upstream.fetch_file(entry, out, settings.max_upload_bytes * 20)
         try:
@@ -406,7 +396,7 @@ def fetch_provenance(settings: Settings, upstream: Upstream, project: Normalized
     if is_claimed(settings, project):
         raise NotFound(f"{project!r} is not looked up upstream")
     tree = Tree.of(settings)
-    final = settings.root / UPSTREAM_DIR / project / f"{filename}{PROVENANCE_SUFFIX}"
+    final = Tree.of(settings).upstream_dir(project) / f"{filename}{PROVENANCE_SUFFIX}"
     with locked(tree, f"+fetch-{project}"):
         if final.exists():
             return Fetched(final, False)
@@ -425,7 +415,6 @@ def fetch_provenance(settings: Settings, upstream: Upstream, project: Normalized
         finally:
             resp.close()
         check_provenance(body, repr(filename))
-        final.parent.mkdir(parents=True, exist_ok=True)
         with new_file(final) as out:
             out.write(body)
         try:

@@ -65,13 +65,13 @@ from .pagehtml import (
 from .records import CLAIM_REASONS, AuditEntry, FileRecord
 from .storage import (
     PAGES_DIR,
-    UPSTREAM_DIR,
     Tree,
     Volatile,
     Writer,
     load_claims,
     load_record,
     locked,
+    read_range,
 )
 
 # Bumped when what a page shows changes, so that regen-index renders every page again.
@@ -133,9 +133,7 @@ def fold_audit(tree: Tree) -> set[NormalizedName]:
             offset = 0
         if offset == st.st_size:
             return set()
-        with open(tree.audit_log, "rb") as f:
-            f.seek(offset)
-            data = f.read(st.st_size - offset)
+        data = read_range(tree.audit_log, offset, st.st_size)
         end = data.rfind(b"\n") + 1  # a line being appended is read next time
         new: dict[NormalizedName, list[AuditEntry]] = {}
         for line in data[:end].splitlines():
@@ -233,7 +231,7 @@ def _inputs(settings: Settings, tree: Tree, project: NormalizedName, claim: str 
     raw["upstream"] = _read(mirror.listing_path(tree, project))
     if settings.fallback_mode == "cache":
         with contextlib.suppress(FileNotFoundError):
-            raw["cached"] = "\n".join(sorted(os.listdir(settings.root / UPSTREAM_DIR / project))
+            raw["cached"] = "\n".join(sorted(os.listdir(tree.upstream_dir(project)))
                                       ).encode()
     h = hashlib.sha256(f"{PAGE_VERSION}\n{settings.url_prefix}\n{claim}\n"
                        f"{settings.is_overlay(project)}\n".encode())
@@ -299,7 +297,7 @@ def project_view(settings: Settings, tree: Tree, project: NormalizedName,
     public = settings.is_overlay(project) or any(
         rec.pinned for r in records.values() for rec in r.files.values())
     if public:
-        cached = settings.root / UPSTREAM_DIR / project
+        cached = tree.upstream_dir(project)
         for entry in mirror.upstream_entries(settings, project):
             if entry.filename in rows:
                 continue
@@ -408,10 +406,7 @@ def _refresh_one(settings: Settings, tree: Tree, project: NormalizedName, claim:
 def _recent(tree: Tree) -> list[Recent]:
     """The newest uploads and promotions, from the end of the audit log."""
     try:
-        with open(tree.audit_log, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - TAIL_BYTES))
-            data = f.read()
+        data = read_range(tree.audit_log, -TAIL_BYTES)
     except FileNotFoundError:
         return []
     lines = data.splitlines()

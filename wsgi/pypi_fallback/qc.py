@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -42,10 +41,13 @@ from .storage import (
     Undo,
     Writer,
     append_audit,
+    copy_to_tmp,
+    discard,
     load_record,
     locked,
+    read_lines,
+    remove_empty_dir,
     sha256_file,
-    tmp_path,
     utc_timestamp,
 )
 from .upstream import Upstream
@@ -120,10 +122,9 @@ def _publish_copies(settings: Settings, tree: Tree, project: NormalizedName, rep
     record = records[(repo, project)]
     folder = tree.project_dir(repo, project)
     made_folder = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
     undo = Undo()
     if made_folder:
-        undo.then(lambda: _rmdir_if_empty(folder))
+        undo.then(lambda: remove_empty_dir(folder))
     staged: list[tuple[Copy, Path, Path]] = []
     try:
         for copy in copies:
@@ -131,13 +132,9 @@ def _publish_copies(settings: Settings, tree: Tree, project: NormalizedName, rep
             if os.path.lexists(final):
                 raise FileExists(f"File already exists: {repo}/{project}/{copy.name} is on "
                                  "disk, waiting for regen-index")
-            tmp = tmp_path(final)
+            tmp = copy_to_tmp(copy.src, final)
             staged.append((copy, tmp, final))
-            undo.then(functools.partial(_unlink, tmp), first=True)
-            with open(copy.src, "rb") as fin, open(tmp, "xb") as fout:
-                shutil.copyfileobj(fin, fout, 1024 * 1024)
-                fout.flush()
-                os.fsync(fout.fileno())
+            undo.then(functools.partial(discard, tmp), first=True)
             if sha256_file(tmp) != copy.sha256:  # the copy is what was asked for
                 raise VerifyFailed(f"copy of {copy.name} does not match its sha256")
             record.files[copy.name] = replace(copy.rec, pending=True)
@@ -153,7 +150,7 @@ def _publish_copies(settings: Settings, tree: Tree, project: NormalizedName, rep
         for copy, tmp, final in staged:
             if not undo.link_new(tmp, final):
                 raise FileExists(f"File already exists: {repo}/{project}/{copy.name}")
-            os.unlink(tmp)
+            discard(tmp)
             record.files[copy.name] = _new_entry(copy.rec, final, **extra)
 
         def rerender() -> None:
@@ -178,19 +175,8 @@ def _publish_copies(settings: Settings, tree: Tree, project: NormalizedName, rep
         raise
     finally:
         for _, tmp, _ in staged:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            discard(tmp)
     undo.commit()
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _rmdir_if_empty(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.rmdir()
 
 
 def _new_entry(rec: FileRecord, final: Path, **extra: Any) -> FileRecord:
@@ -537,22 +523,21 @@ def read_audit(settings: Settings, project: str | None = None, user: str | None 
     if not path.exists():
         return
     wanted = parse_project_name(project, "argument") if project else None
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            try:
-                entry = AuditEntry.from_json(json.loads(line))
-            except ValueError:
-                entry = None
-            if entry is None:
-                print(f"audit: line {n} is not JSON; skipped", file=sys.stderr)
-                continue
-            if wanted and entry.project != wanted:
-                continue
-            if user and entry.user != user:
-                continue
-            if since and entry.time < since:
-                continue
-            yield entry
+    for n, line in enumerate(read_lines(path), 1):
+        try:
+            entry = AuditEntry.from_json(json.loads(line))
+        except ValueError:
+            entry = None
+        if entry is None:
+            print(f"audit: line {n} is not JSON; skipped", file=sys.stderr)
+            continue
+        if wanted and entry.project != wanted:
+            continue
+        if user and entry.user != user:
+            continue
+        if since and entry.time < since:
+            continue
+        yield entry
 
 
 # -- PEP 792 project status ------------------------------------------------------------------

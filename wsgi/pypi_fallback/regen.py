@@ -9,7 +9,6 @@ under the same per-project lock.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 import stat
@@ -50,10 +49,12 @@ from .storage import (
     Tree,
     Writer,
     add_claims,
+    discard,
     is_stale_tmp,
     load_record,
     locked,
     quarantine,
+    regular_bytes,
     sha256_file,
     utc_timestamp,
     write_listing,
@@ -143,7 +144,7 @@ def scan_project(tree: Tree, repo: str, project: NormalizedName, record: Project
         try:
             if rec is None or not rec.metadata_sha256:
                 writer.remove(folder / name)  # not one this program wrote
-            elif hashlib.sha256(_regular_bytes(os.path.join(folder, name))).hexdigest() \
+            elif hashlib.sha256(regular_bytes(os.path.join(folder, name))).hexdigest() \
                     != rec.metadata_sha256:
                 meta = inspect_dist(folder / dist_name, parse_dist_filename(dist_name))
                 writer.write(folder / name, meta.raw)  # a lying .metadata is replaced
@@ -166,7 +167,7 @@ def _check_sidecar(tree: Tree, repo: str, folder: Path, files: dict[str, FileRec
     expected = rec.sidecar_sha256(suffix) if rec is not None else None
     try:
         if expected and hashlib.sha256(
-                _regular_bytes(os.path.join(folder, name))).hexdigest() == expected:
+                regular_bytes(os.path.join(folder, name))).hexdigest() == expected:
             return False
         _reject(tree, repo, folder / name, f"{name!r} is not a file this program wrote "
                 "beside a distribution (or its bytes changed)", report)
@@ -191,8 +192,7 @@ def _scan_entry(tree: Tree, repo: str, project: NormalizedName, record: ProjectR
         return False
     if name.startswith("."):
         if is_stale_tmp(entry, now):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
+            discard(Path(entry.path))
             report.removed.append(entry.path)
         return False
     if name in LISTING_FILES or name in undone:
@@ -350,24 +350,10 @@ def listing_intact(root: Path, folder: Path, body: bytes, html_sha256: str | Non
         if not stat.S_ISREG(var.st_mode) or var.st_ino != os.lstat(
                 os.fspath(root) + "/.index.var").st_ino:
             return False
-        return html_sha256 is not None and _regular_bytes(base + "/index.v1_json") == body \
-            and hashlib.sha256(_regular_bytes(base + "/index.html")).hexdigest() == html_sha256
+        return html_sha256 is not None and regular_bytes(base + "/index.v1_json") == body \
+            and hashlib.sha256(regular_bytes(base + "/index.html")).hexdigest() == html_sha256
     except OSError:
         return False
-
-
-def _regular_bytes(path: str) -> bytes:
-    """The bytes of a regular file (a symlink or anything else raises OSError)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def _changed(tree: Tree, repo: str, project: NormalizedName, record: ProjectRecord,
@@ -545,16 +531,16 @@ def render_upstream_page(settings: Settings, project: NormalizedName, writer: Wr
     if listing is None or not listing.found:
         return False
     admitted = mirror.admitted_upstream(settings, project)
-    folder = settings.root / UPSTREAM_DIR / project
+    folder = Tree.of(settings).upstream_dir(project)
     page = build_project_page(project, merge_files([admitted.entries]), admitted.tracks,
                               admitted.status, admitted.alternate_locations)
     if listing.versions and not admitted.withheld:
         page["versions"] = list(listing.versions)  # the upstream's own list (PEP 700)
     body, html = render_json(page), render_project_html(page)
     with contextlib.suppress(OSError):  # unchanged: left as it is (its validators too)
-        if _regular_bytes(os.path.join(folder, "index.v1_json")) == body and \
-                _regular_bytes(os.path.join(folder, "index.html")) == html and \
-                _regular_bytes(os.path.join(folder, "index.var")) == TYPE_MAP:
+        if regular_bytes(os.path.join(folder, "index.v1_json")) == body and \
+                regular_bytes(os.path.join(folder, "index.html")) == html and \
+                regular_bytes(os.path.join(folder, "index.var")) == TYPE_MAP:
             return False
     write_listing(writer, settings.root, folder, body, html, TYPE_MAP)
     if admitted.exceptions and page["files"]:

@@ -14,12 +14,14 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import secrets
+import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -48,9 +50,131 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_tmp(final: Path, data: bytes, durable: bool) -> Path:
+def create_tmp(final: Path, made: list[Path] | None = None) -> tuple[Path, int]:
+    """The one way a temporary file is made: a new dotfile beside ``final`` (never served
+    nor listed), opened for writing; its path and descriptor.
+
+    Missing folders are made: every parent, or, with ``made``, the folder of ``final`` and
+    the one above it (a project and its repo), noted in ``made`` so that a rejection can
+    remove them again (a concurrent rejection may remove one under our feet, hence the
+    retries)."""
     tmp = tmp_path(final)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    for _ in range(3):
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            if made is None:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                continue
+            for path in (final.parent.parent, final.parent):
+                try:
+                    path.mkdir()
+                    made.append(path)
+                except FileExistsError:
+                    pass
+    return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+
+def fill_tmp(fd: int, blocks: Iterable[bytes]) -> None:
+    """Write ``blocks`` into a file from ``create_tmp``, make it durable, close it."""
+    with os.fdopen(fd, "wb") as out:
+        for block in blocks:
+            out.write(block)
+        finish_tmp(out, close=False)
+
+
+def finish_tmp(out: IO[bytes], close: bool = True) -> None:
+    """Make a temporary file written through ``out`` durable (and close it)."""
+    out.flush()
+    os.fsync(out.fileno())
+    if close:
+        out.close()
+
+
+def copy_to_tmp(src: Path, final: Path) -> Path:
+    """A durable temporary copy of ``src`` beside ``final`` (removed again on failure)."""
+    tmp, fd = create_tmp(final)
+    try:
+        with open(src, "rb") as fin:
+            fill_tmp(fd, iter(functools.partial(fin.read, 1024 * 1024), b""))
+    except BaseException:
+        discard(tmp)
+        raise
+    return tmp
+
+
+def discard(path: Path) -> None:
+    """Remove a file if it is there (a temporary, a stamp; not made durable)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def remove_empty_dir(path: Path) -> None:
+    """Remove a folder if it is empty (one this program made and no longer needs)."""
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+def install_checked(output: Path, data: bytes, check: Callable[[Path], str | None]
+                    ) -> str | None:
+    """Write ``output`` atomically and durably, if ``check`` (given the new file) finds no
+    problem; else leave it as it was and return the problem."""
+    tmp = _write_tmp(output, data, durable=True)
+    try:
+        problem = check(tmp)
+        if problem:
+            return problem
+        os.chmod(tmp, 0o644)  # readable by all, whatever the umask
+        os.replace(tmp, output)
+        fsync_dir(output.parent)
+    finally:
+        discard(tmp)
+    return None
+
+
+def touch_only(folder: Path, names: Iterable[str]) -> None:
+    """Empty files ``names`` in ``folder`` (made as needed), and nothing else there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = set(names)
+    for name in names:
+        os.close(os.open(folder / name, os.O_WRONLY | os.O_CREAT, 0o644))
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name not in names:
+                discard(Path(entry.path))
+
+
+def read_range(path: Path, start: int = 0, end: int | None = None) -> bytes:
+    """Bytes ``start`` to ``end`` of a file (``start`` below 0: that many from its end)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        begin = max(0, size + start) if start < 0 else start
+        f.seek(begin)
+        return f.read(max(0, (size if end is None else end) - begin))
+
+
+def read_lines(path: Path) -> Iterator[str]:
+    """The lines of a text file (UTF-8), read as they are needed."""
+    with open(path, encoding="utf-8") as f:
+        yield from f
+
+
+def regular_bytes(path: str) -> bytes:
+    """The bytes of a regular file (a symlink or anything else raises OSError)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _write_tmp(final: Path, data: bytes, durable: bool) -> Path:
+    tmp, fd = create_tmp(final)
     try:
         with os.fdopen(fd, "wb", closefd=False) as f:
             f.write(data)
@@ -71,7 +195,6 @@ class Writer:
     durable = True
 
     def write(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _write_tmp(path, data, durable=self.durable)
         try:
             os.replace(tmp, path)
@@ -135,7 +258,6 @@ class Batch(Writer):
     pending: list[tuple[str, Path, Path | None]] = field(default_factory=list)
 
     def write(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.pending.append(("replace", _write_tmp(path, data, durable=False), path))
 
     def remove(self, path: Path) -> None:
@@ -256,12 +378,11 @@ def new_file(final: Path) -> Iterator[IO[bytes]]:
     """Write a file that must not exist yet: the caller writes to the yielded file (a
     temporary beside ``final``); on success it is made durable and linked into place,
     raising FileExistsError if ``final`` appeared meanwhile. The temporary never stays."""
-    tmp = tmp_path(final)
+    tmp, fd = create_tmp(final)
     try:
-        with open(tmp, "xb") as out:
+        with os.fdopen(fd, "wb") as out:
             yield out
-            out.flush()
-            os.fsync(out.fileno())
+            finish_tmp(out, close=False)
         if not link_new(tmp, final):
             raise FileExistsError(errno.EEXIST, "File exists", str(final))
     finally:
@@ -392,6 +513,10 @@ class Tree:
 
     def lock_path(self, name: str) -> Path:
         return self.state / "locks" / f"{name}.lock"
+
+    def upstream_dir(self, project: str) -> Path:
+        """Cache mode: the folder of a project's upstream files and listing."""
+        return self.root / UPSTREAM_DIR / project
 
     def quarantine_dir(self, repo: str) -> Path:
         return self.state / "quarantine" / repo

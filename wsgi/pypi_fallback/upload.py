@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Literal
@@ -41,9 +41,13 @@ from .storage import (
     Writer,
     add_claims,
     append_audit,
+    create_tmp,
+    discard,
+    fill_tmp,
     load_claims,
     load_record,
     locked,
+    remove_empty_dir,
     tmp_path,
     utc_timestamp,
 )
@@ -154,39 +158,22 @@ def check_form_body(content_type: str, boundary: str | None, body: IO[bytes]) ->
     body.seek(0)
 
 
-def _open_new(tmp: Path, made: list[Path]) -> int:
-    """Create ``tmp``, making its project folder (and repo folder) when missing.
-
-    Folders made here are noted in ``made`` so that a rejection can remove them again;
-    a concurrent rejection may remove a folder under our feet, hence the second try.
-    """
-    for _ in range(3):
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileNotFoundError:
-            for path in (tmp.parent.parent, tmp.parent):
-                try:
-                    path.mkdir()
-                    made.append(path)
-                except FileExistsError:
-                    pass
-    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-
-
 def _stream_to(src: IO[bytes], fd: int, limit: int) -> tuple[str, str, int]:
     """Copy ``src`` into the new file ``fd`` while hashing; durable when it returns."""
     sha256, blake2 = hashlib.sha256(), hashlib.blake2b(digest_size=32)
     size = 0
-    with os.fdopen(fd, "wb") as out:
+
+    def blocks() -> Iterator[bytes]:
+        nonlocal size
         while block := src.read(CHUNK):
             size += len(block)
             if size > limit:
                 raise TooLarge(f"File too large: over the limit of {limit // (1024 * 1024)} MB")
             sha256.update(block)
             blake2.update(block)
-            out.write(block)
-        out.flush()
-        os.fsync(out.fileno())
+            yield block
+
+    fill_tmp(fd, blocks())
     return sha256.hexdigest(), blake2.hexdigest(), size
 
 
@@ -210,9 +197,9 @@ def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[by
     dist = upload.dist
     folder = tree.project_dir(repo, dist.project)
     made: list[Path] = []
-    tmp = tmp_path(folder / dist.filename)
+    tmp = tmp_path(folder / dist.filename)  # named before it exists: removed however it ends
     try:
-        out = _open_new(tmp, made)
+        tmp, out = create_tmp(folder / dist.filename, made)
         sha256, blake2, size = _stream_to(content, out, settings.max_upload_bytes)
         if upload.sha256 and upload.sha256 != sha256:
             raise DigestMismatch(f"The sha256_digest does not match the file ({sha256})")
@@ -233,10 +220,9 @@ def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[by
                 made.clear()
     finally:
         with contextlib.suppress(OSError):  # a leftover is a dotfile regen-index removes
-            os.unlink(tmp)
+            discard(tmp)
         for path in reversed(made):
-            with contextlib.suppress(OSError):
-                path.rmdir()
+            remove_empty_dir(path)
     return Outcome(status, dist, sha256, size, roots)
 
 
@@ -315,12 +301,12 @@ def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, s
         if attestations:
             undo.write(final.with_name(final.name + ".attestations"), attestations)
             rec = replace(rec, attestations_sha256=hashlib.sha256(attestations).hexdigest())
-        undo.then(lambda: _unlink(tmp), first=True)  # frees the space the rest of a rollback needs
+        undo.then(lambda: discard(tmp), first=True)  # frees the space the rest of a rollback needs
         # 3. the distribution, visible last; then the audit line, the record and listings
         if not undo.link_new(tmp, final):
             raise FileExists(f"File already exists: {dist.filename!r} is on disk in {repo}, "
                              "waiting for regen-index")
-        os.unlink(tmp)  # before the record's stat: a link count change moves the ctime
+        discard(tmp)  # before the record's stat: a link count change moves the ctime
         st = final.stat()
         rec = replace(rec, size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
         record.files[dist.filename] = rec
@@ -340,11 +326,6 @@ def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, s
         raise
     undo.commit()
     return "created", settings.viewers(roots)
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 def _best_effort(step: Callable[[], None]) -> None:
