@@ -46,11 +46,12 @@ from .errors import (
 from .names import parse_normalized_name
 from .pages import PageRefresher
 from .policywatch import PolicyWatcher, Rerenderer
-from .regen import refresh_roots, regenerate, render_upstream_page
+from .regen import refresh_roots, regenerate
 from .storage import UPSTREAM_DIR, Tree, Writer, describe_os_error, locked
 from .tokens import TokenStore, store_path
 from .upload import check_form, check_form_body, is_new_name, receive_upload
 from .upstream import Upstream, UpstreamBusy, UpstreamError, UpstreamTimeout
+from .upstream_pages import publish_upstream_page
 
 STATUS: dict[type[PyPIFallbackError], int] = {
     BadRequest: 400,
@@ -355,7 +356,7 @@ class App:
             if not listing.found:
                 raise NotFound(f"{project!r} is not on the upstream")
             with locked(Tree.of(self.settings), f"+fetch-{project}"):
-                render_upstream_page(self.settings, project, Writer())
+                publish_upstream_page(self.settings, project, Writer())
             mirror.stamp_fresh(self.settings, listing)
         # Apache serves the page as it serves every cached page: negotiated, with its
         # validators and caching headers

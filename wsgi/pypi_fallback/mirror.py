@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import Settings
@@ -19,6 +19,7 @@ from .errors import Forbidden, NotFound, UpstreamUnavailable
 from .listing import ProjectStatus
 from .names import NormalizedName, parse_dist_filename
 from .records import AuditEntry, FileEntry, UpstreamListing
+from .render import Admitted
 from .storage import (
     UPSTREAM_DIR,
     Tree,
@@ -76,6 +77,12 @@ def make_upstream(settings: Settings) -> Upstream:
 
 def listing_path(tree: Tree, project: str) -> Path:
     return tree.state / "upstream" / f"{project}.json"
+
+
+def cached_projects(tree: Tree) -> list[str]:
+    """The names with a cached upstream listing (not yet validated), sorted."""
+    folder = tree.state / "upstream"
+    return sorted(p.name[:-5] for p in folder.glob("*.json")) if folder.is_dir() else []
 
 
 def load_listing(tree: Tree, project: str) -> UpstreamListing | None:
@@ -229,18 +236,6 @@ def recheck_claims(settings: Settings, upstream: Upstream) -> list[str]:
 # -- overlay and cache-mode listings ------------------------------------------------------------
 
 
-@dataclass
-class Admitted:
-    """The upstream files of a project that the release-age policy lets through now."""
-
-    entries: list[FileEntry] = field(default_factory=list)
-    exceptions: list[tuple[str, str]] = field(default_factory=list)  # (filename, exception)
-    withheld: int = 0  # files left out as too young
-    status: ProjectStatus | None = None  # PEP 792, as the upstream says
-    tracks: tuple[str, ...] = ()  # PEP 708, as the upstream says
-    alternate_locations: tuple[str, ...] = ()
-
-
 def admitted_upstream(settings: Settings, project: str, now: float | None = None) -> Admitted:
     """The cached upstream files of ``project``, as listed on a page at
     ``<prefix>/<repo or +upstream>/<project>/``: only those old enough for the cooldown
@@ -286,11 +281,6 @@ def audit_exceptions(settings: Settings, repo: str, project: str,
     for filename, exception in used:
         append_audit(tree, AuditEntry(utc_timestamp(), None, "policy-exception", {
             "repo": repo, "project": project, "filename": filename, "exception": exception}))
-
-
-def tracks(settings: Settings, project: str) -> list[str]:
-    """PEP 708: an overlay listing tracks the upstream's project."""
-    return [make_upstream(settings).project_url(project)]
 
 
 def check_cooldown(settings: Settings, project: str, entry: FileEntry) -> str | None:

@@ -35,7 +35,8 @@ from .records import (
     StatusRecord,
     Tombstone,
 )
-from .regen import Records, Report, refresh_roots, render_project
+from .regen import Records, publish_listings, publish_listings_undoable, refresh_roots
+from .scan import Report
 from .storage import (
     Tree,
     Undo,
@@ -94,8 +95,8 @@ def _check_repo(settings: Settings, repo: str) -> None:
 
 def _rebuild(settings: Settings, tree: Tree, project: NormalizedName, repo: str,
              records: Records) -> None:
-    roots = render_project(settings, tree, project, settings.dependents(repo), records,
-                           Writer(), Report())
+    roots = publish_listings(settings, tree, project, settings.dependents(repo), records,
+                             Writer(), Report())
     if roots:
         refresh_roots(settings, settings.viewers(roots))
     refresh_pages(settings, [project])  # pages for people (pages.py)
@@ -152,17 +153,8 @@ def _publish_copies(settings: Settings, tree: Tree, project: NormalizedName, rep
                 raise FileExists(f"File already exists: {repo}/{project}/{copy.name}")
             discard(tmp)
             record.files[copy.name] = _new_entry(copy.rec, final, **extra)
-
-        def rerender() -> None:
-            for key in records:
-                records[key].listing = None  # a listing half-written: write it again
-            render_project(settings, tree, project, settings.dependents(repo), records,
-                           Writer(), Report(), set())
-
         undo.then(lambda: refresh_roots(settings, settings.dependents(repo)))
-        undo.then(rerender)
-        roots = render_project(settings, tree, project, settings.dependents(repo), records,
-                               Writer(), Report(), set())
+        roots = publish_listings_undoable(settings, tree, project, repo, records, undo)
         if roots:
             refresh_roots(settings, settings.viewers(roots))
         for copy in copies:

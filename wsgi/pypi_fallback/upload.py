@@ -34,7 +34,9 @@ from .errors import (
 )
 from .names import Dist, NormalizedName, parse_dist_filename, parse_project_name
 from .records import SIDECARS, AuditEntry, ProjectRecord
-from .regen import Records, Report, file_record, local_status, render_project
+from .regen import Records, publish_listings_undoable
+from .render import local_status
+from .scan import file_record
 from .storage import (
     Tree,
     Undo,
@@ -278,7 +280,7 @@ def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, s
     check_same_file_spelled_once(dist, [*record.published(), *record.tombstones])
     if known:
         return "exists", ()
-    status = local_status(settings.chain(repo), dist.project, records, tree)
+    status = local_status(records[(r, dist.project)] for r in settings.chain(repo))
     if status is not None and status.status in ("archived", "quarantined"):  # PEP 792
         raise Forbidden(f"{dist.project!r} is {status.status} in this index"
                         f"{': ' + status.reason if status.reason else ''}; no new files")
@@ -310,9 +312,7 @@ def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, s
         st = final.stat()
         rec = replace(rec, size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
         record.files[dist.filename] = rec
-        roots = render_project(settings, tree, dist.project, settings.dependents(repo),
-                               records, undo_writer(undo, tree, settings, dist.project, repo,
-                                                    records), Report(), set())
+        roots = publish_listings_undoable(settings, tree, dist.project, repo, records, undo)
         if claim and roots and add_claims(tree, {dist.project: claim}):
             audit = replace(audit, fields={**audit.fields, "claim": claim})
         append_audit(tree, replace(audit, time=rec.upload_time))
@@ -331,20 +331,6 @@ def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, s
 def _best_effort(step: Callable[[], None]) -> None:
     with contextlib.suppress(OSError):
         step()
-
-
-def undo_writer(undo: Undo, tree: Tree, settings: Settings, project: NormalizedName,
-                repo: str, records: Records) -> Writer:
-    """A writer for the listings of a publish: if the publish is taken back, the listings
-    are rendered again from the records as they were."""
-    def rerender() -> None:
-        for key in records:
-            records[key].listing = None  # a listing half-written: write it again
-        render_project(settings, tree, project, settings.dependents(repo), records, Writer(),
-                       Report(), set())
-
-    undo.then(rerender)
-    return Writer()
 
 
 def undo_pending(tree: Tree, repo: str, project: NormalizedName, record: ProjectRecord,

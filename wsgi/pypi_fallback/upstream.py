@@ -365,6 +365,14 @@ class _Response:
             self.release = None
 
 
+def project_url(base_url: str, project: str) -> str:
+    """A project's page at the index ``base_url``; the name is quoted (names are validated
+    long before, but a URL is built from it here, and nothing it holds may change the
+    request)."""
+    base = base_url if base_url.endswith("/") else base_url + "/"
+    return f"{base}{quote(project, safe='')}/"
+
+
 class Upstream:
     """A client for one upstream index (shared by the threads of a process)."""
 
@@ -384,9 +392,7 @@ class Upstream:
         self.connections = 0  # opened so far (a figure for tests and benchmarks)
 
     def project_url(self, project: str) -> str:
-        """The project's page; the name is quoted (names are validated long before, but a
-        URL is built from it here, and nothing it holds may change the request)."""
-        return f"{self.base_url}{quote(project, safe='')}/"
+        return project_url(self.base_url, project)
 
     # -- failures remembered briefly: by host (unreachable, timed out) and by URL
 
