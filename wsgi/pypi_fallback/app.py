@@ -27,64 +27,27 @@ from .config import IMMUTABLE, Settings, load_settings
 from .errors import (
     BadRequest,
     ClaimsCorrupt,
-    DigestMismatch,
-    FileExists,
-    Forbidden,
-    Gone,
-    InvalidArchive,
-    InvalidFilename,
-    InvalidName,
-    MetadataMismatch,
     MethodNotAllowed,
-    NotAcceptable,
     NotFound,
     PyPIFallbackError,
     TooLarge,
-    Unauthorized,
+    UpstreamBusy,
     UpstreamUnavailable,
+    status_of,
 )
 from .names import parse_normalized_name
 from .pages import PageRefresher
 from .policywatch import PolicyWatcher, Rerenderer
-from .regen import refresh_roots, regenerate
-from .storage import UPSTREAM_DIR, Tree, Writer, describe_os_error, locked
+from .regen import refresh_overlay, refresh_roots
+from .storage import UPSTREAM_DIR, Tree, describe_os_error
 from .tokens import TokenStore, store_path
-from .upload import check_form, check_form_body, is_new_name, receive_upload
-from .upstream import Upstream, UpstreamBusy, UpstreamError, UpstreamTimeout
-from .upstream_pages import publish_upstream_page
+from .upload import check_form, check_form_body, publish_upload
+from .upstream import Upstream
+from .upstream_pages import revalidate_cached_page
 
-STATUS: dict[type[PyPIFallbackError], int] = {
-    BadRequest: 400,
-    InvalidFilename: 400,
-    InvalidName: 400,
-    InvalidArchive: 400,
-    MetadataMismatch: 400,
-    DigestMismatch: 400,
-    FileExists: 400,
-    TooLarge: 413,
-    Unauthorized: 401,
-    NotAcceptable: 406,
-    UpstreamError: 502,
-    UpstreamTimeout: 504,
-    UpstreamBusy: 503,
-    Forbidden: 403,
-    NotFound: 404,
-    MethodNotAllowed: 405,
-    Gone: 410,
-    UpstreamUnavailable: 503,
-    ClaimsCorrupt: 500,
-}
 # The environment variable that only the drop-in's rewrite rules set for the internal
 # cache-mode routes; Apache renames it REDIRECT_… on the internal redirect to the app.
 ROUTE_FLAG = "REDIRECT_PYPI_FALLBACK_ROUTE"
-
-
-def status_of(exc: PyPIFallbackError) -> int:
-    """The HTTP status of a domain error: its class's, else its nearest base class's."""
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 400
 
 
 class AfterResponse:
@@ -197,7 +160,6 @@ class App:
         self._reachable: tuple[float, bool] = (0.0, False)
         self._reachable_lock = threading.Lock()
         self._checking = False
-        self._listing_locks = [threading.Lock() for _ in range(64)]
         self.rerender = Rerenderer()
         self.policy = PolicyWatcher(settings, self._policy_changed)
 
@@ -289,16 +251,8 @@ class App:
             raise BadRequest("Missing file in 'content'")
         project = upload.dist.project
         uploader.check_project(project, repo_name)
-        decision = mirror.NameDecision(None)
-        if is_new_name(self.settings, project):
-            decision = mirror.decide_new_name(self.settings, self.upstream, project)
-        outcome = receive_upload(self.settings, repo_name, upload, body, uploader.user,
-                                 request.remote_addr, decision.claim, decision.upstream,
-                                 token=uploader.token)
-        if outcome.status == "created" and decision.listing is not None:
-            # the first file of an overlay: its page now merges the upstream's files
-            mirror.store_listing(Tree.of(self.settings), decision.listing)
-            regenerate(self.settings, names=[project])
+        outcome = publish_upload(self.settings, lambda: self.upstream, repo_name, upload, body,
+                                 uploader.user, request.remote_addr, token=uploader.token)
         resp = Response(content_type="text/plain", charset="utf-8")
         if outcome.status == "exists":
             resp.text = f"{outcome.dist.filename} is already there with the same contents\n"
@@ -351,13 +305,7 @@ class App:
             return resp
         if filename:
             raise NotFound(f"Not found: {rest!r}")
-        with self._listing_lock(project):  # one revalidation at a time per project
-            listing = mirror.get_listing(self.settings, self.upstream, project)
-            if not listing.found:
-                raise NotFound(f"{project!r} is not on the upstream")
-            with locked(Tree.of(self.settings), f"+fetch-{project}"):
-                publish_upstream_page(self.settings, project, Writer())
-            mirror.stamp_fresh(self.settings, listing)
+        revalidate_cached_page(self.settings, self.upstream, project)
         # Apache serves the page as it serves every cached page: negotiated, with its
         # validators and caching headers
         return served_by_apache(f"{self.settings.url_prefix}/{UPSTREAM_DIR}/{project}/")
@@ -370,20 +318,8 @@ class App:
         if repo not in self.settings.repos or "/" in name:
             raise NotFound(f"Not found: {rest!r}")
         project = parse_normalized_name(name, "name in the URL")
-        tree = Tree.of(self.settings)
-        cached = mirror.load_listing(tree, project)
-        # anything else (a claimed name, no listing here) is Apache's to answer as it is
-        if not mirror.is_claimed(self.settings, project) and cached is not None and \
-                cached.found and (tree.project_dir(repo, project) / "index.v1_json").exists():
-            with self._listing_lock(project):
-                listing = mirror.get_listing(self.settings, self.upstream, project)
-                if (listing.files, listing.versions) != (cached.files, cached.versions):
-                    regenerate(self.settings, names=[project])
-                mirror.stamp_fresh(self.settings, listing)
+        refresh_overlay(self.settings, lambda: self.upstream, repo, project)
         return served_by_apache(f"{self.settings.url_prefix}/{repo}/{project}/")
-
-    def _listing_lock(self, project: str) -> threading.Lock:
-        return self._listing_locks[hash(project) % len(self._listing_locks)]
 
     def upstream_reachable(self) -> bool | None:
         """The last known answer (None before the first), never waited for: a check runs in

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .config import Settings, load_settings
-from .errors import ConfigError, PyPIFallbackError
+from .errors import ConfigError, EnvironmentProblem, PyPIFallbackError
 from .storage import describe_os_error
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
@@ -26,10 +26,6 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
                         help="config file (default: $PYPI_FALLBACK_CONFIG, "
                              "else /etc/pypi-fallback/config.toml)")
     return parser
-
-
-class EnvironmentProblem(PyPIFallbackError):
-    """The machine is not as the command needs it (a permission, a missing folder)."""
 
 
 def _run(prog: str, body: Callable[[], int]) -> int:
@@ -451,8 +447,9 @@ def audit_main(argv: Sequence[str] | None = None) -> int:
 def token_main(argv: Sequence[str] | None = None) -> int:
     import time
 
+    from .errors import TokenError
     from .tokencmd import create_token, describe, list_tokens, revoke_token
-    from .tokens import TOKEN_USER, TokenError, parse_duration
+    from .tokens import TOKEN_USER, parse_duration
 
     parser = _parser("token", "Upload tokens for CI: twine and uv publish use them with the "
                               f"user name {TOKEN_USER}.")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import Settings
-from .errors import Forbidden, NotFound, UpstreamUnavailable
+from .errors import Forbidden, NotFound, UpstreamError, UpstreamUnavailable
 from .listing import ProjectStatus
 from .names import NormalizedName, parse_dist_filename
 from .records import AuditEntry, FileEntry, UpstreamListing
@@ -31,7 +31,7 @@ from .storage import (
     touch_only,
     utc_timestamp,
 )
-from .upstream import Upstream, UpstreamError, pip_index_url
+from .upstream import Upstream, pip_index_url
 
 # -- which upstream: resolved once, recorded, used by everyone ----------------------------------
 

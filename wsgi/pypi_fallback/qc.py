@@ -23,7 +23,7 @@ from packaging.version import InvalidVersion, Version
 
 from . import mirror
 from .config import Settings
-from .errors import BadRequest, FileExists, Forbidden, NotFound, PyPIFallbackError
+from .errors import BadRequest, FileExists, Forbidden, NotFound, VerifyFailed
 from .names import NormalizedName, parse_dist_filename, parse_project_name
 from .pages import refresh as refresh_pages
 from .records import (
@@ -52,10 +52,6 @@ from .storage import (
     utc_timestamp,
 )
 from .upstream import Upstream
-
-
-class VerifyFailed(PyPIFallbackError):
-    pass
 
 
 def parse_spec(spec: str, where: str | None = None) -> tuple[NormalizedName, Version]:

@@ -40,8 +40,8 @@ from .storage import (
     utc_timestamp,
     write_listing,
 )
-from .upstream import project_url
-from .upstream_pages import refresh_upstream_listings, rerender_upstream_pages
+from .upstream import Upstream, project_url
+from .upstream_pages import refresh_upstream_listings, rerender_upstream_pages, revalidation_lock
 
 Records = dict[tuple[str, str], ProjectRecord]
 
@@ -281,6 +281,24 @@ def terminal_progress(done: int, total: int) -> None:
         end = "\n" if done >= total else ""
         sys.stderr.write(f"\rregen-index: {done}/{total} projects{end}")
         sys.stderr.flush()
+
+
+def refresh_overlay(settings: Settings, upstream: Callable[[], Upstream], repo: str,
+                    project: NormalizedName) -> None:
+    """A local listing that merges the upstream's files (``+refresh``: its freshness stamp
+    ran out): the upstream's listing revalidated, the project's listings rebuilt if it
+    changed, stamped fresh. Anything else (a claimed name, no listing in ``repo``) is left
+    as it is, for Apache to answer."""
+    tree = Tree.of(settings)
+    cached = mirror.load_listing(tree, project)
+    if mirror.is_claimed(settings, project) or cached is None or not cached.found or \
+            not (tree.project_dir(repo, project) / "index.v1_json").exists():
+        return
+    with revalidation_lock(project):
+        listing = mirror.get_listing(settings, upstream(), project)
+        if (listing.files, listing.versions) != (cached.files, cached.versions):
+            regenerate(settings, names=[project])
+        mirror.stamp_fresh(settings, listing)
 
 
 def apply_policy(settings: Settings) -> Report:

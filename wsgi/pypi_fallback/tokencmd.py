@@ -13,15 +13,11 @@ from dataclasses import dataclass
 
 from .auth import GroupFile
 from .config import Settings
-from .errors import PyPIFallbackError
+from .errors import TokenRefused
 from .names import parse_normalized_name
 from .records import AuditEntry
 from .storage import Tree, Writer, append_audit, locked, utc_timestamp
 from .tokens import Token, new_token, parse_store, render_store, revoked, store_path
-
-
-class TokenRefused(PyPIFallbackError):
-    """A token that cannot be made or found as asked."""
 
 
 @dataclass(frozen=True)

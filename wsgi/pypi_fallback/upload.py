@@ -20,6 +20,7 @@ from typing import IO, Literal
 from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from . import mirror
 from .archive import inspect_dist
 from .config import Settings
 from .errors import (
@@ -34,7 +35,7 @@ from .errors import (
 )
 from .names import Dist, NormalizedName, parse_dist_filename, parse_project_name
 from .records import SIDECARS, AuditEntry, ProjectRecord
-from .regen import Records, publish_listings_undoable
+from .regen import Records, publish_listings_undoable, regenerate
 from .render import local_status
 from .scan import file_record
 from .storage import (
@@ -53,6 +54,7 @@ from .storage import (
     tmp_path,
     utc_timestamp,
 )
+from .upstream import Upstream
 
 CHUNK = 1024 * 1024
 MAX_FORM_PARTS = 1000  # twine sends about 30 fields; a long list of classifiers fits too
@@ -226,6 +228,25 @@ def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[by
         for path in reversed(made):
             remove_empty_dir(path)
     return Outcome(status, dist, sha256, size, roots)
+
+
+def publish_upload(settings: Settings, upstream: Callable[[], Upstream], repo: str,
+                   upload: Upload, content: IO[bytes], user: str, client: str | None,
+                   token: str | None = None) -> Outcome:
+    """The upload API's one domain call. A name new here is decided first (claimed, or an
+    overlay of the upstream's project; ``mirror.decide_new_name`` asks the ``upstream``),
+    then the file is published (``receive_upload``); the first file of an overlay makes
+    its listings merge the upstream's files."""
+    project = upload.dist.project
+    decision = mirror.NameDecision(None)
+    if is_new_name(settings, project):
+        decision = mirror.decide_new_name(settings, upstream(), project)
+    outcome = receive_upload(settings, repo, upload, content, user, client, decision.claim,
+                             decision.upstream, token=token)
+    if outcome.status == "created" and decision.listing is not None:
+        mirror.store_listing(Tree.of(settings), decision.listing)
+        regenerate(settings, names=[project])
+    return outcome
 
 
 def same_file_key(dist: Dist) -> tuple[object, ...]:

@@ -42,7 +42,7 @@ from html.parser import HTMLParser
 from typing import IO, Any
 from urllib.parse import quote, urljoin, urlsplit
 
-from .errors import InvalidFilename, PyPIFallbackError
+from .errors import InvalidFilename, UpstreamBusy, UpstreamError, UpstreamTimeout
 from .names import canonicalize_name, parse_dist_filename
 from .records import FileEntry, ProjectMeta, UpstreamListing
 
@@ -57,18 +57,6 @@ NEGATIVE_TTL = 15.0  # seconds a failure is remembered
 MAX_CONCURRENT = 8  # upstream requests at once, per client (per daemon process)
 MAX_IDLE_SECONDS = 30.0  # a pooled connection unused for longer is closed, not reused
 DRAIN_BYTES = 64 * 1024  # an unread body up to this size is read so its connection is kept
-
-
-class UpstreamError(PyPIFallbackError):
-    """The upstream failed: refused, 5xx, malformed, too large, wrong bytes (HTTP 502)."""
-
-
-class UpstreamTimeout(UpstreamError):
-    """The upstream did not answer in time (HTTP 504)."""
-
-
-class UpstreamBusy(UpstreamError):
-    """Too many upstream requests at once: try again shortly (HTTP 503)."""
 
 
 class _Watchdog:

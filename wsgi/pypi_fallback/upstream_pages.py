@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Sequence
 
 from . import mirror
 from .config import Settings
+from .errors import NotFound, UpstreamError
 from .listing import TYPE_MAP
 from .names import NormalizedName, is_normalized_name, parse_project_name
 from .render import render_upstream_listing
@@ -23,7 +25,7 @@ from .storage import (
     utc_timestamp,
     write_listing,
 )
-from .upstream import UpstreamError
+from .upstream import Upstream
 
 
 def refresh_upstream_listings(settings: Settings, names: Sequence[str], report: Report,
@@ -57,6 +59,28 @@ def refresh_upstream_listings(settings: Settings, names: Sequence[str], report: 
             changed.add(project)
             publish_upstream_page(settings, project, Writer())
     return changed
+
+
+_revalidating = [threading.Lock() for _ in range(64)]
+
+
+def revalidation_lock(project: str) -> threading.Lock:
+    """One revalidation of a project's upstream listing at a time in this process."""
+    return _revalidating[hash(project) % len(_revalidating)]
+
+
+def revalidate_cached_page(settings: Settings, upstream: Upstream,
+                           project: NormalizedName) -> None:
+    """Cache mode (``+cache``): the upstream's listing of ``project`` revalidated (fetched
+    if stale), its page under ``+upstream`` rewritten if it changed, and stamped fresh;
+    NotFound when the upstream does not know the name."""
+    with revalidation_lock(project):
+        listing = mirror.get_listing(settings, upstream, project)
+        if not listing.found:
+            raise NotFound(f"{project!r} is not on the upstream")
+        with locked(Tree.of(settings), f"+fetch-{project}"):
+            publish_upstream_page(settings, project, Writer())
+        mirror.stamp_fresh(settings, listing)
 
 
 def publish_upstream_page(settings: Settings, project: NormalizedName, writer: Writer) -> bool:
