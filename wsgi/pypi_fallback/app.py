@@ -35,7 +35,7 @@ from .errors import (
     UpstreamUnavailable,
     status_of,
 )
-from .names import parse_normalized_name
+from .names import RepoName, parse_normalized_name
 from .pages import PageRefresher
 from .policywatch import PolicyWatcher, Rerenderer
 from .regen import refresh_overlay, refresh_roots
@@ -83,7 +83,7 @@ class RootRefresher:
         self._last: dict[str, float] = {}
         self._scheduled: set[str] = set()
 
-    def request(self, repos: Iterable[str]) -> None:
+    def request(self, repos: Iterable[RepoName]) -> None:
         now_due = []
         with self._lock:
             for repo in repos:
@@ -101,7 +101,7 @@ class RootRefresher:
         if now_due:
             refresh_roots(self.settings, now_due)
 
-    def _run_later(self, repo: str) -> None:
+    def _run_later(self, repo: RepoName) -> None:
         with self._lock:
             self._scheduled.discard(repo)
             self._last[repo] = time.monotonic()
@@ -223,13 +223,14 @@ class App:
         if rest.startswith(("+cache/", "+fetch/", "+refresh/")):
             return self.cache(request, rest)
         repo_name = rest[:-1] if rest.endswith("/") else rest
-        if "/" in repo_name or repo_name not in self.settings.repos:
+        repo = self.settings.repo_named(repo_name)
+        if repo is None:
             raise NotFound(f"No such repository: {repo_name!r}")
         if request.method != "POST":
             raise MethodNotAllowed(f"Method {request.method} not allowed here; upload with POST")
-        return self.upload(request, repo_name)
+        return self.upload(request, repo)
 
-    def upload(self, request: Request, repo_name: str) -> Response:
+    def upload(self, request: Request, repo_name: RepoName) -> Response:
         uploader = authorize_upload(self.settings, self.groups, self.tokens, request.environ,
                                     repo_name)
         if request.content_length is None:
@@ -314,8 +315,9 @@ class App:
         """A local listing that merges the upstream's files (an overlay), older than
         ``upstream.ttl``: the upstream's listing revalidated, the project's listings
         rebuilt when it changed, then served by Apache."""
-        repo, _, name = tail.rstrip("/").partition("/")
-        if repo not in self.settings.repos or "/" in name:
+        repo_name, _, name = tail.rstrip("/").partition("/")
+        repo = self.settings.repo_named(repo_name)
+        if repo is None or "/" in name:
             raise NotFound(f"Not found: {rest!r}")
         project = parse_normalized_name(name, "name in the URL")
         refresh_overlay(self.settings, lambda: self.upstream, repo, project)

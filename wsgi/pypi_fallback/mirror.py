@@ -75,7 +75,7 @@ def make_upstream(settings: Settings) -> Upstream:
 # -- cached listings -----------------------------------------------------------------------------
 
 
-def listing_path(tree: Tree, project: str) -> Path:
+def listing_path(tree: Tree, project: NormalizedName) -> Path:
     return tree.state / "upstream" / f"{project}.json"
 
 
@@ -85,7 +85,7 @@ def cached_projects(tree: Tree) -> list[str]:
     return sorted(p.name[:-5] for p in folder.glob("*.json")) if folder.is_dir() else []
 
 
-def load_listing(tree: Tree, project: str) -> UpstreamListing | None:
+def load_listing(tree: Tree, project: NormalizedName) -> UpstreamListing | None:
     try:
         return UpstreamListing.from_json(json.loads(listing_path(tree, project).read_bytes()))
     except (FileNotFoundError, ValueError, KeyError, TypeError):
@@ -138,7 +138,7 @@ FRESH_DIR = "fresh"
 FRESH_SLACK = 10  # seconds a listing may be served past upstream.ttl
 
 
-def fresh_dir(tree: Tree, project: str) -> Path:
+def fresh_dir(tree: Tree, project: NormalizedName) -> Path:
     return tree.state / FRESH_DIR / project
 
 
@@ -168,7 +168,7 @@ def stamp_fresh(settings: Settings, listing: UpstreamListing, now: float | None 
     return names
 
 
-def is_claimed(settings: Settings, project: str) -> bool:
+def is_claimed(settings: Settings, project: NormalizedName) -> bool:
     """Claimed and private names never reach the upstream."""
     return settings.is_private(project) or project in load_claims(Tree.of(settings))
 
@@ -236,7 +236,8 @@ def recheck_claims(settings: Settings, upstream: Upstream) -> list[str]:
 # -- overlay and cache-mode listings ------------------------------------------------------------
 
 
-def admitted_upstream(settings: Settings, project: str, now: float | None = None) -> Admitted:
+def admitted_upstream(settings: Settings, project: NormalizedName,
+                      now: float | None = None) -> Admitted:
     """The cached upstream files of ``project``, as listed on a page at
     ``<prefix>/<repo or +upstream>/<project>/``: only those old enough for the cooldown
     (``policy.min_age``, ``policy.freeze``) or covered by ``policy.exceptions``; in cache
@@ -268,12 +269,12 @@ def admitted_upstream(settings: Settings, project: str, now: float | None = None
     return admitted
 
 
-def upstream_entries(settings: Settings, project: str) -> list[FileEntry]:
+def upstream_entries(settings: Settings, project: NormalizedName) -> list[FileEntry]:
     """The upstream files of ``project`` a listing here offers now (``admitted_upstream``)."""
     return admitted_upstream(settings, project).entries
 
 
-def audit_exceptions(settings: Settings, repo: str, project: str,
+def audit_exceptions(settings: Settings, repo: str, project: NormalizedName,
                      used: list[tuple[str, str]]) -> None:
     """A listing was written that offers files only a ``policy.exceptions`` entry lets
     through: one audit line each."""
@@ -283,7 +284,7 @@ def audit_exceptions(settings: Settings, repo: str, project: str,
             "repo": repo, "project": project, "filename": filename, "exception": exception}))
 
 
-def check_cooldown(settings: Settings, project: str, entry: FileEntry) -> str | None:
+def check_cooldown(settings: Settings, project: NormalizedName, entry: FileEntry) -> str | None:
     """Refuse (403, with the reason) an upstream file the release-age policy holds back;
     return the exception that lets it through, if one did."""
     verdict = settings.cooldown.judge(project, entry.version, entry.upload_time, time.time())
@@ -302,7 +303,7 @@ class Fetched:
     downloaded: bool  # False: it was in the cache already
 
 
-def file_lock(project: str, filename: str) -> str:
+def file_lock(project: NormalizedName, filename: str) -> str:
     """One lock per cached file (a filename can be too long for a lock file's name)."""
     return f"+fetch-{project}-{hashlib.sha256(filename.encode()).hexdigest()[:24]}"
 

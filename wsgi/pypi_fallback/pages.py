@@ -43,7 +43,7 @@ from . import mirror
 from .archive import inspect_dist
 from .config import Settings
 from .errors import PyPIFallbackError
-from .names import NormalizedName, is_normalized_name, parse_dist_filename
+from .names import NormalizedName, RepoName, is_normalized_name, parse_dist_filename
 from .pagehtml import (
     PAGES_URL,
     FileRow,
@@ -163,7 +163,7 @@ def fold_audit(tree: Tree) -> set[NormalizedName]:
         return set(new)
 
 
-def _trail(tree: Tree, project: str) -> list[AuditEntry]:
+def _trail(tree: Tree, project: NormalizedName) -> list[AuditEntry]:
     trail = _load_json(_state(tree) / "trails" / f"{project}.json", [])
     entries = [AuditEntry.from_json(e) for e in trail] if isinstance(trail, list) else []
     return [e for e in entries if e is not None]
@@ -201,7 +201,7 @@ def _detail(entry: AuditEntry) -> str:
     return ""
 
 
-def _metadata(settings: Settings, tree: Tree, repo: str, project: NormalizedName,
+def _metadata(settings: Settings, tree: Tree, repo: RepoName, project: NormalizedName,
               filename: str, rec: FileRecord, writer: Writer) -> bytes | None:
     """The core metadata of a published file: a wheel's ``.metadata`` beside it, else the
     copy kept in the state folder, else read from the archive once and kept."""
@@ -522,7 +522,7 @@ class PageRefresher:
         self._scheduled = False
         self._timer: threading.Timer | None = None
 
-    def has_page(self, project: str) -> bool:
+    def has_page(self, project: NormalizedName) -> bool:
         """A local project (an overlay, or one with pinned files) has a page; a project
         only cached from the upstream has none."""
         return self.settings.pages and (pages_root(self.settings) / project).is_dir()

@@ -24,7 +24,7 @@ from packaging.version import InvalidVersion, Version
 from . import mirror
 from .config import Settings
 from .errors import BadRequest, FileExists, Forbidden, NotFound, VerifyFailed
-from .names import NormalizedName, parse_dist_filename, parse_project_name
+from .names import NormalizedName, RepoName, parse_dist_filename, parse_project_name
 from .pages import refresh as refresh_pages
 from .records import (
     PROJECT_STATUSES,
@@ -84,12 +84,15 @@ def _release_files(record: ProjectRecord, version: Version) -> list[str]:
     return sorted(found)
 
 
-def _check_repo(settings: Settings, repo: str) -> None:
-    if repo not in settings.repos:
-        raise NotFound(f"No such repository {repo!r} (known: {', '.join(settings.repos)})")
+def _check_repo(settings: Settings, repo: str) -> RepoName:
+    """A repository named by an operator, checked against the config."""
+    name = settings.repo_named(repo)
+    if name is not None:
+        return name
+    raise NotFound(f"No such repository {repo!r} (known: {', '.join(settings.repos)})")
 
 
-def _rebuild(settings: Settings, tree: Tree, project: NormalizedName, repo: str,
+def _rebuild(settings: Settings, tree: Tree, project: NormalizedName, repo: RepoName,
              records: Records) -> None:
     roots = publish_listings(settings, tree, project, settings.dependents(repo), records,
                              Writer(), Report())
@@ -111,7 +114,7 @@ class Copy:
     sidecars: tuple[tuple[str, Path], ...] = ()  # (".provenance", path): kept beside it
 
 
-def _publish_copies(settings: Settings, tree: Tree, project: NormalizedName, repo: str,
+def _publish_copies(settings: Settings, tree: Tree, project: NormalizedName, repo: RepoName,
                     records: Records, copies: list[Copy], **extra: Any) -> None:
     """Copy files into ``repo`` under the project lock: each into a temporary file (its
     sha256 checked), then the metadata and the record (entries marked pending), then the
@@ -192,8 +195,7 @@ class Outcome:
 def promote(settings: Settings, spec: str, src: str, dst: str, operator: str) -> Outcome:
     """Copy every file of a release from ``src`` to ``dst``, hashes verified."""
     project, version = parse_spec(spec)
-    _check_repo(settings, src)
-    _check_repo(settings, dst)
+    src, dst = _check_repo(settings, src), _check_repo(settings, dst)
     if src == dst:
         raise BadRequest("--from and --to name the same repository")
     tree = Tree.of(settings)
@@ -240,10 +242,8 @@ def promote(settings: Settings, spec: str, src: str, dst: str, operator: str) ->
 
 
 def _repos_holding(settings: Settings, tree: Tree, project: NormalizedName, version: Version,
-                   repo: str | None) -> list[str]:
-    repos = [repo] if repo else list(settings.repos)
-    for r in repos:
-        _check_repo(settings, r)
+                   repo: str | None) -> list[RepoName]:
+    repos = [_check_repo(settings, repo)] if repo else list(settings.repos)
     return [r for r in repos if _release_files(load_record(tree, r, project), version)]
 
 
@@ -279,7 +279,7 @@ def remove(settings: Settings, spec: str, repo: str, operator: str, force: bool 
     """Delete a release (or one file of it) from ``repo``, leaving tombstones: the names
     are never published again. A repo others fall back to needs ``force``."""
     project, version = parse_spec(spec)
-    _check_repo(settings, repo)
+    repo = _check_repo(settings, repo)
     if len(settings.dependents(repo)) > 1 and not force:
         raise Forbidden(f"{repo} is a repository others fall back to; removing from it needs "
                         "--force (consider yank instead)")
@@ -390,7 +390,7 @@ def pin(settings: Settings, pins: list[Pin], repo: str, operator: str,
         progress: Progress | None = None) -> Outcome:
     """Copy each pinned file (by its hash) into ``repo``: from a local repo if one holds it,
     else through the upstream cache; kept for good, whatever the upstream does later."""
-    _check_repo(settings, repo)
+    repo = _check_repo(settings, repo)
     tree = Tree.of(settings)
     upstream = mirror.make_upstream(settings)
     outcome = Outcome()
@@ -476,8 +476,8 @@ def verify(settings: Settings, repos: Iterable[str] | None = None,
     tree = Tree.of(settings)
     problems: list[str] = []
     checked = 0
-    for repo in repos or settings.repos:
-        _check_repo(settings, repo)
+    for name in repos or settings.repos:
+        repo = _check_repo(settings, name)
         folder = tree.state / "records" / repo
         records = sorted(folder.glob("*.json")) if folder.is_dir() else []
         for i, path in enumerate(records, 1):
@@ -532,7 +532,7 @@ def read_audit(settings: Settings, project: str | None = None, user: str | None 
 
 
 def set_status(settings: Settings, name: str, status: str, reason: str | None,
-               repo: str | None, operator: str) -> list[str]:
+               repo: str | None, operator: str) -> list[RepoName]:
     """Mark a local project ``archived``, ``quarantined`` or ``deprecated`` (with a reason),
     or ``active`` again, in ``repo`` or in every repo holding it; returns those repos.
     Listings say it (PEP 792); archived and quarantined projects take no uploads and a
@@ -542,9 +542,9 @@ def set_status(settings: Settings, name: str, status: str, reason: str | None,
                          f"{', '.join(PROJECT_STATUSES)})")
     project = parse_project_name(name, "argument")
     if repo:
-        _check_repo(settings, repo)
+        repo = _check_repo(settings, repo)
     tree = Tree.of(settings)
-    changed = []
+    changed: list[RepoName] = []
     with locked(tree, project):
         for r in [repo] if repo else list(settings.repos):
             records: Records = {}

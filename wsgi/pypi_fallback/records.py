@@ -374,7 +374,7 @@ class ProjectMeta:
 class UpstreamListing:
     """A project page from the upstream, as cached in the state folder."""
 
-    project: str
+    project: NormalizedName
     url: str
     found: bool
     files: tuple[FileEntry, ...] = ()
@@ -393,8 +393,8 @@ class UpstreamListing:
     def from_json(cls, data: Mapping[str, Any]) -> UpstreamListing:
         files = tuple(FileEntry.from_json(f) for f in data.get("files", ()))
         meta = data.get("meta") or {}
-        return cls(data["project"], data["url"], data["found"], files, data.get("fetched", 0.0),
-                   data.get("etag"), data.get("last_modified"),
+        return cls(NormalizedName(data["project"]), data["url"], data["found"], files,
+                   data.get("fetched", 0.0), data.get("etag"), data.get("last_modified"),
                    ProjectMeta(meta.get("status"), meta.get("status_reason"),
                                tuple(meta.get("tracks", ())),
                                tuple(meta.get("alternate_locations", ()))),

@@ -21,7 +21,7 @@ from pathlib import Path
 from . import mirror
 from .config import Settings
 from .listing import TYPE_MAP
-from .names import NormalizedName, is_normalized_name
+from .names import NormalizedName, RepoName, is_normalized_name
 from .pages import refresh as refresh_pages
 from .policywatch import record_policy
 from .records import ProjectRecord
@@ -43,13 +43,13 @@ from .storage import (
 from .upstream import Upstream, project_url
 from .upstream_pages import refresh_upstream_listings, rerender_upstream_pages, revalidation_lock
 
-Records = dict[tuple[str, str], ProjectRecord]
+Records = dict[tuple[RepoName, NormalizedName], ProjectRecord]
 
 
 def publish_listings(settings: Settings, tree: Tree, project: NormalizedName,
-                     repos: Iterable[str], records: Records, writer: Writer,
-                     report: Report, dirty: set[str] | None = None,
-                     upstream_url: Callable[[], str] | None = None) -> set[str]:
+                     repos: Iterable[RepoName], records: Records, writer: Writer,
+                     report: Report, dirty: set[RepoName] | None = None,
+                     upstream_url: Callable[[], str] | None = None) -> set[RepoName]:
     """Write the listings of ``project`` in each of ``repos`` (rendered by ``render``);
     return the repos whose set of projects changed (the project appeared or disappeared
     there). ``upstream_url``: the upstream's URL, resolved at most once, when a listing
@@ -58,7 +58,7 @@ def publish_listings(settings: Settings, tree: Tree, project: NormalizedName,
     A record that changes (it keeps its listing's fingerprint) is written at once, or,
     when ``dirty`` is given, noted there for the caller to write once."""
     resolve = upstream_url or upstream_url_once(settings)
-    roots_changed: set[str] = set()
+    roots_changed: set[RepoName] = set()
     for repo in repos:
         record = _record(tree, repo, project, records)
         folder = tree.project_dir(repo, project)
@@ -103,7 +103,7 @@ def publish_listings(settings: Settings, tree: Tree, project: NormalizedName,
 
 
 def publish_listings_undoable(settings: Settings, tree: Tree, project: NormalizedName,
-                              repo: str, records: Records, undo: Undo) -> set[str]:
+                              repo: RepoName, records: Records, undo: Undo) -> set[RepoName]:
     """``publish_listings`` of the repos showing ``repo``, within a publish that may be
     taken back: if it is, the listings are rendered again from the records as they were
     then. The caller writes the records."""
@@ -139,22 +139,22 @@ def listing_intact(root: Path, folder: Path, body: bytes, html_sha256: str | Non
         return False
 
 
-def _changed(tree: Tree, repo: str, project: NormalizedName, record: ProjectRecord,
-             writer: Writer, dirty: set[str] | None) -> None:
+def _changed(tree: Tree, repo: RepoName, project: NormalizedName, record: ProjectRecord,
+             writer: Writer, dirty: set[RepoName] | None) -> None:
     if dirty is None:
         writer.write(tree.record_path(repo, project), record.dump())
     else:
         dirty.add(repo)
 
 
-def _record(tree: Tree, repo: str, project: NormalizedName, records: Records) -> ProjectRecord:
+def _record(tree: Tree, repo: RepoName, project: NormalizedName, records: Records) -> ProjectRecord:
     key = (repo, project)
     if key not in records:
         records[key] = load_record(tree, repo, project)
     return records[key]
 
 
-def root_projects(settings: Settings, tree: Tree, repo: str) -> set[str]:
+def root_projects(settings: Settings, tree: Tree, repo: RepoName) -> set[str]:
     """The projects a repo's root listing shows: those with a listing in its chain."""
     names: set[str] = set()
     for holder in settings.chain(repo):
@@ -164,7 +164,7 @@ def root_projects(settings: Settings, tree: Tree, repo: str) -> set[str]:
     return names
 
 
-def publish_root(settings: Settings, tree: Tree, repo: str, writer: Writer) -> bool:
+def publish_root(settings: Settings, tree: Tree, repo: RepoName, writer: Writer) -> bool:
     """Rewrite a repo's root listing if its set of projects changed."""
     page = render_root_listing(root_projects(settings, tree, repo))
     folder = tree.repo_dir(repo)
@@ -177,7 +177,7 @@ def publish_root(settings: Settings, tree: Tree, repo: str, writer: Writer) -> b
     return True
 
 
-def refresh_roots(settings: Settings, repos: Iterable[str]) -> None:
+def refresh_roots(settings: Settings, repos: Iterable[RepoName]) -> None:
     """Bring the root listings of ``repos`` up to date, each under its own lock."""
     tree = Tree.of(settings)
     for repo in repos:
@@ -188,7 +188,7 @@ def refresh_roots(settings: Settings, repos: Iterable[str]) -> None:
 Progress = Callable[[int, int], None]
 
 
-def regenerate(settings: Settings, repos: Sequence[str] | None = None,
+def regenerate(settings: Settings, repos: Sequence[RepoName] | None = None,
                names: Sequence[str] = (), progress: Progress | None = None,
                batch_size: int = 200, refresh_upstream: bool = False) -> Report:
     """Rebuild listings from disk: the whole of ``repos`` (all by default), or only ``names``.
@@ -202,7 +202,7 @@ def regenerate(settings: Settings, repos: Sequence[str] | None = None,
         refreshed = refresh_upstream_listings(settings, names, report)
         report.upstream_errors += mirror.recheck_claims(settings, mirror.make_upstream(settings))
     scan_repos = list(repos or settings.repos)
-    render_repos: list[str] = []
+    render_repos: list[RepoName] = []
     for repo in scan_repos:
         render_repos += [r for r in settings.dependents(repo) if r not in render_repos]
     projects = projects_to_visit(tree, scan_repos, render_repos, names, report)
@@ -211,7 +211,7 @@ def regenerate(settings: Settings, repos: Sequence[str] | None = None,
     for project in projects:
         if settings.is_overlay(project) and mirror.load_listing(tree, project) is None:
             refresh_upstream_listings(settings, [project], report, force=True)
-    roots: set[str] = set()
+    roots: set[RepoName] = set()
     held: set[NormalizedName] = set()
     upstream_url = upstream_url_once(settings)
     for start in range(0, len(projects), batch_size):
@@ -249,11 +249,12 @@ def regenerate(settings: Settings, repos: Sequence[str] | None = None,
 
 
 def _regenerate_project(settings: Settings, tree: Tree, project: NormalizedName,
-                        scan_repos: Sequence[str], render_repos: Sequence[str], writer: Batch,
-                        report: Report, roots: set[str], held: set[NormalizedName],
+                        scan_repos: Sequence[RepoName], render_repos: Sequence[RepoName],
+                        writer: Batch,
+                        report: Report, roots: set[RepoName], held: set[NormalizedName],
                         upstream_url: Callable[[], str]) -> None:
     records: Records = {}
-    dirty: set[str] = set()
+    dirty: set[RepoName] = set()
     for repo in scan_repos:
         record = _record(tree, repo, project, records)
         if scan_project(tree, repo, project, record, writer, report):
@@ -283,7 +284,7 @@ def terminal_progress(done: int, total: int) -> None:
         sys.stderr.flush()
 
 
-def refresh_overlay(settings: Settings, upstream: Callable[[], Upstream], repo: str,
+def refresh_overlay(settings: Settings, upstream: Callable[[], Upstream], repo: RepoName,
                     project: NormalizedName) -> None:
     """A local listing that merges the upstream's files (``+refresh``: its freshness stamp
     ran out): the upstream's listing revalidated, the project's listings rebuilt if it

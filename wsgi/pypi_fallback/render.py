@@ -24,7 +24,7 @@ from .listing import (
     render_project_html,
     render_root_html,
 )
-from .names import NormalizedName
+from .names import NormalizedName, RepoName
 from .records import FileEntry, ProjectRecord
 
 
@@ -67,7 +67,7 @@ class Admitted:
     alternate_locations: tuple[str, ...] = ()
 
 
-def file_url(viewer: str, holder: str, project: str, filename: str) -> str:
+def file_url(viewer: RepoName, holder: RepoName, project: NormalizedName, filename: str) -> str:
     """A link relative to ``<prefix>/<viewer>/<project>/`` to a file held by ``holder``."""
     return filename if viewer == holder else f"../../{holder}/{project}/{filename}"
 
@@ -81,15 +81,16 @@ def local_status(chain: Iterable[ProjectRecord]) -> ProjectStatus | None:
     return None
 
 
-def is_public(settings: Settings, project: str, records: Iterable[ProjectRecord]) -> bool:
+def is_public(settings: Settings, project: NormalizedName,
+              records: Iterable[ProjectRecord]) -> bool:
     """A public project published here: an overlay, or one with pinned upstream files.
     Its listings merge the upstream's files; it is never claimed."""
     return settings.is_overlay(project) or any(
         rec.pinned for record in records for rec in record.files.values())
 
 
-def render_project_listing(project: NormalizedName, repo: str,
-                           chain: Sequence[tuple[str, ProjectRecord]],
+def render_project_listing(project: NormalizedName, repo: RepoName,
+                           chain: Sequence[tuple[RepoName, ProjectRecord]],
                            upstream: Admitted | None = None, tracks: Sequence[str] = ()
                            ) -> Page:
     """The listing of ``project`` in ``repo``: the published files of each repo of its

@@ -21,6 +21,7 @@ from .archive import inspect_dist
 from .errors import InvalidArchive, InvalidFilename, MetadataMismatch
 from .names import (
     NormalizedName,
+    RepoName,
     canonicalize_name,
     is_normalized_name,
     parse_dist_filename,
@@ -70,7 +71,7 @@ def file_record(path: Path, sha256: str, version: str, requires_python: str | No
                       mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
 
 
-def scan_project(tree: Tree, repo: str, project: NormalizedName, record: ProjectRecord,
+def scan_project(tree: Tree, repo: RepoName, project: NormalizedName, record: ProjectRecord,
                  writer: Writer, report: Report) -> bool:
     """Bring ``record`` in line with the project folder; return whether it changed.
 
@@ -133,8 +134,8 @@ def scan_project(tree: Tree, repo: str, project: NormalizedName, record: Project
     return changed
 
 
-def _check_sidecar(tree: Tree, repo: str, folder: Path, files: dict[str, FileRecord], name: str,
-                   report: Report) -> bool:
+def _check_sidecar(tree: Tree, repo: RepoName, folder: Path, files: dict[str, FileRecord],
+                   name: str, report: Report) -> bool:
     """A sidecar is kept when its record says this program wrote those bytes; otherwise it
     goes to quarantine (and the record forgets it). Returns whether the record changed."""
     suffix = next(s for s in SIDECARS if name.endswith(s))
@@ -156,7 +157,7 @@ def _check_sidecar(tree: Tree, repo: str, folder: Path, files: dict[str, FileRec
     return True
 
 
-def _scan_entry(tree: Tree, repo: str, project: NormalizedName, record: ProjectRecord,
+def _scan_entry(tree: Tree, repo: RepoName, project: NormalizedName, record: ProjectRecord,
                 entry: os.DirEntry[str], undone: list[str], present: set[str],
                 metadata_files: list[str], now: float, writer: Writer, report: Report
                 ) -> bool:
@@ -201,7 +202,7 @@ def _scan_entry(tree: Tree, repo: str, project: NormalizedName, record: ProjectR
     return rec != known
 
 
-def reject(tree: Tree, repo: str, path: Path, reason: str, report: Report) -> None:
+def reject(tree: Tree, repo: RepoName, path: Path, reason: str, report: Report) -> None:
     target = quarantine(tree, repo, path, reason)
     report.quarantined.append((f"{repo}/{path.parent.name}/{path.name}", f"{reason} -> {target}"))
 
@@ -211,7 +212,7 @@ def _tombstone(record: ProjectRecord, name: str, why: str) -> None:
     record.tombstones[name] = Tombstone(old.sha256, utc_timestamp(), why)
 
 
-def _validate_new_file(tree: Tree, repo: str, project: NormalizedName, path: Path,
+def _validate_new_file(tree: Tree, repo: RepoName, project: NormalizedName, path: Path,
                        known: FileRecord | None, record: ProjectRecord,
                        writer: Writer) -> FileRecord:
     dist = parse_dist_filename(path.name)
@@ -239,7 +240,8 @@ def _validate_new_file(tree: Tree, repo: str, project: NormalizedName, path: Pat
                        metadata_sha256, upload_time)
 
 
-def projects_to_visit(tree: Tree, scan_repos: Sequence[str], render_repos: Sequence[str],
+def projects_to_visit(tree: Tree, scan_repos: Sequence[RepoName],
+                      render_repos: Sequence[RepoName],
                        names: Sequence[str], report: Report) -> list[NormalizedName]:
     for repo in scan_repos:
         _quarantine_symlinks(tree, repo, report)
@@ -267,7 +269,7 @@ def projects_to_visit(tree: Tree, scan_repos: Sequence[str], render_repos: Seque
     return sorted(found)
 
 
-def _quarantine_symlinks(tree: Tree, repo: str, report: Report) -> None:
+def _quarantine_symlinks(tree: Tree, repo: RepoName, report: Report) -> None:
     """Symlinks in a repo folder (to a folder or a file) are never followed: quarantined."""
     try:
         with os.scandir(tree.repo_dir(repo)) as it:
@@ -284,7 +286,7 @@ def _quarantine_symlinks(tree: Tree, repo: str, report: Report) -> None:
             report.skipped(f"{repo}/{link.name}", exc)
 
 
-def _reject_folder(tree: Tree, repo: str, folder: str, report: Report) -> None:
+def _reject_folder(tree: Tree, repo: RepoName, folder: str, report: Report) -> None:
     """A folder whose name is not a normalized project name: its files go to quarantine."""
     path = tree.repo_dir(repo) / folder
     hint = canonicalize_name(folder) if folder.isprintable() else "a normalized name"
@@ -299,7 +301,7 @@ def _reject_folder(tree: Tree, repo: str, folder: str, report: Report) -> None:
                 report.skipped(f"{repo}/{folder}/{entry.name}", exc)
 
 
-def clean_repo_folder(tree: Tree, repo: str, report: Report) -> None:
+def clean_repo_folder(tree: Tree, repo: RepoName, report: Report) -> None:
     """Loose files in a repo folder are not published: they go to quarantine."""
     folder = tree.repo_dir(repo)
     if not folder.is_dir():

@@ -514,7 +514,7 @@ class Tree:
     def lock_path(self, name: str) -> Path:
         return self.state / "locks" / f"{name}.lock"
 
-    def upstream_dir(self, project: str) -> Path:
+    def upstream_dir(self, project: NormalizedName) -> Path:
         """Cache mode: the folder of a project's upstream files and listing."""
         return self.root / UPSTREAM_DIR / project
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from .auth import GroupFile
 from .config import Settings
 from .errors import TokenRefused
-from .names import parse_normalized_name
+from .names import RepoName, parse_normalized_name
 from .records import AuditEntry
 from .storage import Tree, Writer, append_audit, locked, utc_timestamp
 from .tokens import Token, new_token, parse_store, render_store, revoked, store_path
@@ -41,7 +41,7 @@ def _save(settings: Settings, tokens: dict[str, Token]) -> None:
     Writer().write(store_path(settings.state), render_store(tokens.values()))
 
 
-def create_token(settings: Settings, owner: str, repo: str, project: str | None,
+def create_token(settings: Settings, owner: str, repo: RepoName, project: str | None,
                  lifetime: int | None, operator: str, now: float | None = None) -> Created:
     """A token for ``owner`` to upload to ``repo`` (only ``project``, if given). With the
     group file, ``owner`` must be one of the repo's writers (checked again at every use)."""

@@ -33,7 +33,7 @@ from .errors import (
     PyPIFallbackError,
     TooLarge,
 )
-from .names import Dist, NormalizedName, parse_dist_filename, parse_project_name
+from .names import Dist, NormalizedName, RepoName, parse_dist_filename, parse_project_name
 from .records import SIDECARS, AuditEntry, ProjectRecord
 from .regen import Records, publish_listings_undoable, regenerate
 from .render import local_status
@@ -79,7 +79,7 @@ class Outcome:
     dist: Dist
     sha256: str
     size: int
-    stale_roots: tuple[str, ...] = ()  # root listings to refresh (after the response)
+    stale_roots: tuple[RepoName, ...] = ()  # root listings to refresh (after the response)
 
 
 def check_form(fields: Mapping[str, str], filename: str | None) -> Upload:
@@ -191,7 +191,7 @@ def is_new_name(settings: Settings, project: NormalizedName) -> bool:
     return project not in load_claims(tree)
 
 
-def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[bytes],
+def receive_upload(settings: Settings, repo: RepoName, upload: Upload, content: IO[bytes],
                    user: str, client: str | None, claim: str | None = None,
                    upstream: str | None = None, token: str | None = None) -> Outcome:
     """Validate and publish one uploaded file. ``claim``: the reason to claim the name
@@ -230,7 +230,7 @@ def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[by
     return Outcome(status, dist, sha256, size, roots)
 
 
-def publish_upload(settings: Settings, upstream: Callable[[], Upstream], repo: str,
+def publish_upload(settings: Settings, upstream: Callable[[], Upstream], repo: RepoName,
                    upload: Upload, content: IO[bytes], user: str, client: str | None,
                    token: str | None = None) -> Outcome:
     """The upload API's one domain call. A name new here is decided first (claimed, or an
@@ -275,10 +275,10 @@ def check_same_file_spelled_once(dist: Dist, filenames: Iterable[str]) -> None:
                              f"has {what} already, as {other!r}")
 
 
-def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, sha256: str,
+def _publish(settings: Settings, tree: Tree, repo: RepoName, dist: Dist, tmp: Path, sha256: str,
              metadata: bytes, requires_python: str | None, audit: AuditEntry,
              claim: str | None, attestations: bytes | None = None
-             ) -> tuple[Literal["created", "exists"], tuple[str, ...]]:
+             ) -> tuple[Literal["created", "exists"], tuple[RepoName, ...]]:
     """Under the project lock: refuse reuse, then publish (see ``publish_steps``).
 
     Returns what happened and the repos whose root listing now lacks the project."""
@@ -354,7 +354,7 @@ def _best_effort(step: Callable[[], None]) -> None:
         step()
 
 
-def undo_pending(tree: Tree, repo: str, project: NormalizedName, record: ProjectRecord,
+def undo_pending(tree: Tree, repo: RepoName, project: NormalizedName, record: ProjectRecord,
                  filename: str) -> None:
     """Take back a publish that died before it was complete: its files go, its record
     entry goes (no tombstone: it was never published)."""

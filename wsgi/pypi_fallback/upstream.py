@@ -43,7 +43,7 @@ from typing import IO, Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from .errors import InvalidFilename, UpstreamBusy, UpstreamError, UpstreamTimeout
-from .names import canonicalize_name, parse_dist_filename
+from .names import NormalizedName, canonicalize_name, parse_dist_filename
 from .records import FileEntry, ProjectMeta, UpstreamListing
 
 ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
@@ -524,7 +524,7 @@ class Upstream:
             return resp
         raise UpstreamError(f"Upstream redirected more than {MAX_REDIRECTS} times: {url}")
 
-    def fetch_listing(self, project: str, previous: UpstreamListing | None = None
+    def fetch_listing(self, project: NormalizedName, previous: UpstreamListing | None = None
                       ) -> UpstreamListing:
         """The project's page. ``found=False`` when the upstream does not know it."""
         url = self.project_url(project)

@@ -64,7 +64,7 @@ def refresh_upstream_listings(settings: Settings, names: Sequence[str], report: 
 _revalidating = [threading.Lock() for _ in range(64)]
 
 
-def revalidation_lock(project: str) -> threading.Lock:
+def revalidation_lock(project: NormalizedName) -> threading.Lock:
     """One revalidation of a project's upstream listing at a time in this process."""
     return _revalidating[hash(project) % len(_revalidating)]
 
