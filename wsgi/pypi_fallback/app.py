@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.message
 import errno
+import functools
 import json
 import os
 import shutil
@@ -75,10 +76,16 @@ class RootRefresher:
     new projects must not pay for one rebuild each: the first request rebuilds at once
     (after its response is sent), later ones within the interval are folded into one
     rebuild at the end of it. ``regen-index`` rebuilds them too.
+
+    ``clock`` and ``later`` (run a function after some seconds) are the time it uses:
+    ``time.monotonic`` and a daemon timer thread, or a test's own.
     """
 
-    def __init__(self, settings: Settings, interval: float = 2.0) -> None:
+    def __init__(self, settings: Settings, interval: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 later: Callable[[float, Callable[[], None]], None] | None = None) -> None:
         self.settings, self.interval = settings, interval
+        self.clock, self.later = clock, later or _in_background
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
         self._scheduled: set[str] = set()
@@ -89,23 +96,27 @@ class RootRefresher:
             for repo in repos:
                 if repo in self._scheduled:
                     continue
-                wait = self._last.get(repo, -1e9) + self.interval - time.monotonic()
+                wait = self._last.get(repo, -1e9) + self.interval - self.clock()
                 if wait <= 0:
-                    self._last[repo] = time.monotonic()
+                    self._last[repo] = self.clock()
                     now_due.append(repo)
                 else:
                     self._scheduled.add(repo)
-                    timer = threading.Timer(wait, self._run_later, (repo,))
-                    timer.daemon = True
-                    timer.start()
+                    self.later(wait, functools.partial(self._run_later, repo))
         if now_due:
             refresh_roots(self.settings, now_due)
 
     def _run_later(self, repo: RepoName) -> None:
         with self._lock:
             self._scheduled.discard(repo)
-            self._last[repo] = time.monotonic()
+            self._last[repo] = self.clock()
         refresh_roots(self.settings, [repo])
+
+
+def _in_background(seconds: float, function: Callable[[], None]) -> None:
+    timer = threading.Timer(seconds, function)
+    timer.daemon = True
+    timer.start()
 
 
 def _boundary(request: Request) -> str | None:
