@@ -10,35 +10,12 @@ from typing import Any
 
 import pytest
 from distfactory import sdist_bytes, sdist_name, wheel_bytes, wheel_name
+from helpers import post, snapshot
 from pypi_fallback.app import RootRefresher, make_app
 from pypi_fallback.config import Settings
 from pypi_fallback.regen import regenerate
 from uploads import twine_fields
 from webtest import TestApp, TestRequest
-
-
-def snapshot(settings: Settings) -> dict[str, tuple[int, int, int]]:
-    """Every file (inode, mtime, size) and folder under the served tree and the state folder.
-
-    A folder's own mtime is left out: a temporary file made and removed in it changes it.
-    """
-    seen = {}
-    for base in (settings.root, settings.state):
-        for dirpath, dirnames, filenames in os.walk(base):
-            for name in dirnames:
-                seen[os.path.join(dirpath, name)] = (0, 0, 0)
-            for name in filenames:
-                st = os.lstat(os.path.join(dirpath, name))
-                seen[os.path.join(dirpath, name)] = (st.st_ino, st.st_mtime_ns, st.st_size)
-    return seen
-
-
-def post(app: TestApp, repo: str, filename: str, data: bytes, *, user: str | None = "alice",
-         status: int | str = "*", **fields: Any) -> Any:
-    env = {"REMOTE_USER": user} if user else {}
-    return app.post(f"/pypi/{repo}/", params=twine_fields(filename, data, **fields),
-                    upload_files=[("content", filename, data)], extra_environ=env,
-                    status=status)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ Pure: no I/O here (``storage`` reads and writes these).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -76,6 +77,14 @@ class FileRecord:
                         "metadata_sha256", "yanked", "mtime_ns", "ctime_ns", "pending",
                         "pinned", "promoted_from", "provenance_sha256",
                         "attestations_sha256", "source", "upstream_upload_time"))
+
+    @classmethod
+    def of_file(cls, st: os.stat_result, sha256: str, version: str, upload_time: str,
+                requires_python: str | None, metadata_sha256: str | None) -> FileRecord:
+        """A new file's record, from its ``stat``."""
+        return cls(sha256=sha256, size=st.st_size, version=version, upload_time=upload_time,
+                   requires_python=requires_python, metadata_sha256=metadata_sha256,
+                   mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
 
     def sidecar_sha256(self, suffix: str) -> str | None:
         value: str | None = getattr(self, SIDECAR_KEYS[suffix])

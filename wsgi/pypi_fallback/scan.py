@@ -63,14 +63,6 @@ class Report:
         self.errors.append(f"{what!r}: {detail}; skipped")
 
 
-def file_record(path: Path, sha256: str, version: str, requires_python: str | None,
-                metadata_sha256: str | None, upload_time: str) -> FileRecord:
-    st = path.stat()
-    return FileRecord(sha256=sha256, size=st.st_size, version=version, upload_time=upload_time,
-                      requires_python=requires_python, metadata_sha256=metadata_sha256,
-                      mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
-
-
 def scan_project(tree: Tree, repo: RepoName, project: NormalizedName, record: ProjectRecord,
                  writer: Writer, report: Report) -> bool:
     """Bring ``record`` in line with the project folder; return whether it changed.
@@ -235,9 +227,9 @@ def _validate_new_file(tree: Tree, repo: RepoName, project: NormalizedName, path
         metadata_sha256 = hashlib.sha256(meta.raw).hexdigest()
     # when the file entered this repository: its ctime (set by the copy or rename that put
     # it here; scp -p keeps an older mtime, never an older ctime)
-    upload_time = utc_timestamp(path.stat().st_ctime)
-    return file_record(path, sha256, str(dist.version), meta.requires_python,
-                       metadata_sha256, upload_time)
+    st = path.stat()
+    return FileRecord.of_file(st, sha256, str(dist.version), utc_timestamp(st.st_ctime),
+                              meta.requires_python, metadata_sha256)
 
 
 def projects_to_visit(tree: Tree, scan_repos: Sequence[RepoName],

@@ -34,10 +34,9 @@ from .errors import (
     TooLarge,
 )
 from .names import Dist, NormalizedName, RepoName, parse_dist_filename, parse_project_name
-from .records import SIDECARS, AuditEntry, ProjectRecord
+from .records import SIDECARS, AuditEntry, FileRecord, ProjectRecord
 from .regen import Records, publish_listings_undoable, regenerate
 from .render import local_status
-from .scan import file_record
 from .storage import (
     Tree,
     Undo,
@@ -312,8 +311,8 @@ def _publish(settings: Settings, tree: Tree, repo: RepoName, dist: Dist, tmp: Pa
     try:
         metadata_sha256 = hashlib.sha256(metadata).hexdigest() if dist.kind == "wheel" \
             else None
-        rec = file_record(tmp, sha256, str(dist.version), requires_python, metadata_sha256,
-                          utc_timestamp())
+        rec = FileRecord.of_file(tmp.stat(), sha256, str(dist.version), utc_timestamp(),
+                                 requires_python, metadata_sha256)
         # 1. the record, marked pending: a publish killed from here on is taken back by
         #    the next upload of the name or regen-index, never published without audit
         record.files[dist.filename] = replace(rec, pending=True)
