@@ -62,7 +62,7 @@ from .pagehtml import (
     search_entry,
     static_files,
 )
-from .records import CLAIM_REASONS, AuditEntry, FileRecord
+from .records import CLAIM_REASONS, AuditEntry, FileRecord, ProjectRecord
 from .storage import (
     PAGES_DIR,
     Tree,
@@ -243,6 +243,9 @@ def _inputs(settings: Settings, tree: Tree, project: NormalizedName, claim: str 
     return h.hexdigest(), raw
 
 
+Rows = dict[str, dict[str, Any]]  # filename -> the fields of its row on the page
+
+
 def project_view(settings: Settings, tree: Tree, project: NormalizedName,
                  claim: str | None, writer: Writer) -> ProjectView | None:
     """What the page of ``project`` shows; None when nothing was ever published here."""
@@ -250,12 +253,40 @@ def project_view(settings: Settings, tree: Tree, project: NormalizedName,
     if not any(r.files or r.tombstones for r in records.values()):
         return None
     trail = _trail(tree, project)
+    rows = _local_rows(project, records, trail)
+    _add_removed_rows(records, rows)
+    public = settings.is_overlay(project) or any(
+        rec.pinned for r in records.values() for rec in r.files.values())
+    if public:
+        _add_upstream_rows(settings, tree, project, rows)
+    versions = _version_rows(rows)
+    latest, metadata = _described(settings, tree, project, rows, versions, writer)
+    holders = [repo for repo, record in records.items() if record.files]
+    install = tuple(Install(repo, f"../../{repo}/", f"{settings.url_prefix}/{repo}/")
+                    for repo in settings.repos
+                    if set(settings.chain(repo)) & set(holders)
+                    or (public and settings.reaches_upstream(repo)))
+    trail_rows = tuple(TrailRow(
+        time=e.time, user=e.user or "upstream cache",
+        action=e.action, repo=str(e.get("repo", "")),
+        filename=str(e.get("filename", "")), detail=_detail(e))
+        for e in reversed(trail))
+    return ProjectView(
+        name=project, latest=latest, metadata=metadata, versions=versions, install=install,
+        trail=trail_rows, overlay=settings.is_overlay(project),
+        claimed=CLAIM_REASONS.get(claim or "", claim), repos=tuple(holders),
+        status=tuple((repo, state.status, state.reason) for repo in holders
+                     if (state := records[repo].status) is not None))
+
+
+def _local_rows(project: NormalizedName, records: dict[RepoName, ProjectRecord],
+                trail: list[AuditEntry]) -> Rows:
+    """A row for each file published here, with every repo holding it and its yanks."""
     uploader: dict[tuple[str, str], str] = {}
     for e in trail:
         if e.action in ("upload", "pin") and e.user:
             uploader[(str(e.get("repo")), str(e.get("filename")))] = e.user
-
-    rows: dict[str, dict[str, Any]] = {}  # filename -> the row's fields
+    rows: Rows = {}
     for repo, record in records.items():
         for filename, rec in sorted(record.files.items()):
             if rec.pinned:
@@ -281,10 +312,14 @@ def project_view(settings: Settings, tree: Tree, project: NormalizedName,
         elif yanks:
             row["yanked"] = "; ".join(f"in {repo}" + (f": {why}" if why else "")
                                       for repo, why in yanks.items())
-    local = set(rows)
+    return rows
+
+
+def _add_removed_rows(records: dict[RepoName, ProjectRecord], rows: Rows) -> None:
+    """A row for each file removed here (its tombstone) and not published anywhere."""
     for repo, record in records.items():
         for filename, stone in sorted(record.tombstones.items()):
-            if filename in local or filename in rows:
+            if filename in rows:
                 continue
             try:
                 version = str(parse_dist_filename(filename).version)
@@ -294,63 +329,50 @@ def project_view(settings: Settings, tree: Tree, project: NormalizedName,
                               "sha256": stone.sha256 or None, "upload_time": stone.time or None,
                               "uploader": stone.by, "where": [repo], "yanked": None,
                               "removed": stone.why, "version": version}
-    public = settings.is_overlay(project) or any(
-        rec.pinned for r in records.values() for rec in r.files.values())
-    if public:
-        cached = tree.upstream_dir(project)
-        for entry in mirror.upstream_entries(settings, project):
-            if entry.filename in rows:
-                continue
-            here = settings.fallback_mode == "cache" and (cached / entry.filename).exists()
-            rows[entry.filename] = {
-                "filename": entry.filename, "url": _link(entry.url), "size": entry.size,
-                "sha256": entry.sha256, "upload_time": entry.upload_time, "uploader": None,
-                "where": ["cached from upstream" if here else "upstream"],
-                "yanked": _yank(entry.yanked), "version": entry.version}
 
+
+def _add_upstream_rows(settings: Settings, tree: Tree, project: NormalizedName,
+                       rows: Rows) -> None:
+    """A public project: a row for each upstream file a listing here offers."""
+    cached = tree.upstream_dir(project)
+    for entry in mirror.upstream_entries(settings, project):
+        if entry.filename in rows:
+            continue
+        here = settings.fallback_mode == "cache" and (cached / entry.filename).exists()
+        rows[entry.filename] = {
+            "filename": entry.filename, "url": _link(entry.url), "size": entry.size,
+            "sha256": entry.sha256, "upload_time": entry.upload_time, "uploader": None,
+            "where": ["cached from upstream" if here else "upstream"],
+            "yanked": _yank(entry.yanked), "version": entry.version}
+
+
+def _version_rows(rows: Rows) -> tuple[VersionRow, ...]:
     by_version: dict[str, list[FileRow]] = {}
     for row in sorted(rows.values(), key=lambda r: r["filename"]):
         by_version.setdefault(row["version"], []).append(FileRow(
             filename=row["filename"], url=row["url"], size=row["size"], sha256=row["sha256"],
             upload_time=row["upload_time"], uploader=row["uploader"],
             where=tuple(row["where"]), yanked=row["yanked"], removed=row.get("removed")))
-    versions = tuple(VersionRow(v, tuple(files)) for v, files in
-                     sorted(by_version.items(), key=lambda kv: _version_key(kv[0]),
-                            reverse=True))
+    return tuple(VersionRow(v, tuple(files)) for v, files in
+                 sorted(by_version.items(), key=lambda kv: _version_key(kv[0]), reverse=True))
 
-    # the newest local release that is not yanked (else the newest local one) is described
+
+def _described(settings: Settings, tree: Tree, project: NormalizedName, rows: Rows,
+               versions: tuple[VersionRow, ...], writer: Writer) -> tuple[str, Metadata]:
+    """The release the page describes, and its metadata: the newest local release that is
+    not yanked (else the newest local one; else the newest listed, without metadata)."""
     live = [r for r in rows.values() if "rec" in r]
     choice = sorted(live, key=lambda r: (r["yanked"] is None, _version_key(r["version"]),
                                          r["filename"].endswith(".whl")))
-    metadata = Metadata()
-    latest = versions[0].version if versions else ""
-    if choice:
-        best = choice[-1]
-        latest = best["version"]
-        for r in sorted((r for r in live if r["version"] == latest),
-                        key=lambda r: not r["filename"].endswith(".whl")):
-            raw = _metadata(settings, tree, r["repo"], project, r["filename"], r["rec"],
-                            writer)
-            if raw is not None:
-                metadata = parse_metadata(raw)
-                break
-
-    holders = [repo for repo, record in records.items() if record.files]
-    install = tuple(Install(repo, f"../../{repo}/", f"{settings.url_prefix}/{repo}/")
-                    for repo in settings.repos
-                    if set(settings.chain(repo)) & set(holders)
-                    or (public and settings.reaches_upstream(repo)))
-    trail_rows = tuple(TrailRow(
-        time=e.time, user=e.user or "upstream cache",
-        action=e.action, repo=str(e.get("repo", "")),
-        filename=str(e.get("filename", "")), detail=_detail(e))
-        for e in reversed(trail))
-    return ProjectView(
-        name=project, latest=latest, metadata=metadata, versions=versions, install=install,
-        trail=trail_rows, overlay=settings.is_overlay(project),
-        claimed=CLAIM_REASONS.get(claim or "", claim), repos=tuple(holders),
-        status=tuple((repo, state.status, state.reason) for repo in holders
-                     if (state := records[repo].status) is not None))
+    if not choice:
+        return (versions[0].version if versions else ""), Metadata()
+    latest = choice[-1]["version"]
+    for r in sorted((r for r in live if r["version"] == latest),
+                    key=lambda r: not r["filename"].endswith(".whl")):
+        raw = _metadata(settings, tree, r["repo"], project, r["filename"], r["rec"], writer)
+        if raw is not None:
+            return latest, parse_metadata(raw)
+    return latest, Metadata()
 
 
 def refresh_projects(settings: Settings, projects: Iterable[str], *, force: bool = False,
