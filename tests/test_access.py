@@ -13,9 +13,9 @@ from fake_upstream import FakeUpstream
 from pypi_fallback.app import make_app
 from pypi_fallback.auth import WRITERS_CHECKED
 from pypi_fallback.config import load_settings
-from pypi_fallback.errors import ConfigError
+from pypi_fallback.errors import ConfigError, TokenRefused
 from pypi_fallback.rules import Host, render_rules
-from pypi_fallback.tokencmd import TokenRefused, create_token, revoke_token
+from pypi_fallback.tokencmd import create_token, revoke_token
 from pypi_fallback.tokens import (
     AUTH_GROUP,
     REMOTE_PREFIX,

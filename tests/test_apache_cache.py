@@ -3,6 +3,7 @@ goes away; the local copy keeps installs working."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -22,14 +23,38 @@ pytestmark = pytest.mark.apache
 PACKAGES = [f"pkg-{c}" for c in "abcde"]
 
 
-@pytest.fixture
-def cache_site() -> Iterator[Deployment]:
+@contextlib.contextmanager
+def cache_deployment() -> Iterator[Deployment]:
     with running_upstream() as up:
         for name in [*PACKAGES, "lazy-pkg", "bad-bytes", "busy-pkg"]:
             up.add(name, wheel_name(name, "1.0"), wheel_bytes(name, "1.0",
                                                               payload=b"#" * 50_000))
         with deployed(up, '[policy]\nprivate = ["secret-*"]\n', mode="cache") as d:
             yield d
+
+
+@pytest.fixture(scope="module")
+def shared_site() -> Iterator[Deployment]:
+    """One Apache for the tests that each use projects of their own."""
+    with cache_deployment() as d:
+        yield d
+
+
+@pytest.fixture
+def cache_site(shared_site: Deployment) -> Iterator[Deployment]:
+    """The shared site, its upstream's faults and rate put back after each test."""
+    up = shared_site.upstream
+    rate = up.rate
+    yield shared_site
+    up.fault, up.rate = None, rate
+
+
+@pytest.fixture
+def fresh_cache_site() -> Iterator[Deployment]:
+    """A site of its own: for a test that stops the upstream or makes the app remember an
+    unreachable upstream."""
+    with cache_deployment() as d:
+        yield d
 
 
 def kept(path: Path) -> bool:
@@ -45,21 +70,21 @@ def installed(target: Path) -> list[str]:
     return sorted(p.name for p in target.iterdir() if p.name.endswith(".dist-info"))
 
 
-def test_installs_keep_working_when_the_upstream_is_gone(cache_site: Deployment,
+def test_installs_keep_working_when_the_upstream_is_gone(fresh_cache_site: Deployment,
                                                          tmp_path: Path) -> None:
     expected = [f"{p.replace('-', '_')}-1.0.dist-info" for p in PACKAGES]
-    first = pip_install(cache_site.url("dev"), tmp_path / "first", *PACKAGES)
-    assert first.returncode == 0, first.stdout + first.stderr + cache_site.error_log()
+    first = pip_install(fresh_cache_site.url("dev"), tmp_path / "first", *PACKAGES)
+    assert first.returncode == 0, first.stdout + first.stderr + fresh_cache_site.error_log()
     assert installed(tmp_path / "first") == expected
-    cached = cache_site.settings.root / "+upstream"
+    cached = fresh_cache_site.settings.root / "+upstream"
     for name in PACKAGES:
         assert kept(cached / name / wheel_name(name, "1.0"))
         assert (cached / name / "index.v1_json").exists()
 
-    cache_site.upstream.stop()
+    fresh_cache_site.upstream.stop()
     for client, install in (("pip", pip_install), ("uv", uv_install)):
-        again = install(cache_site.url("dev"), tmp_path / client, *PACKAGES)
-        assert again.returncode == 0, again.stdout + again.stderr + cache_site.error_log()
+        again = install(fresh_cache_site.url("dev"), tmp_path / client, *PACKAGES)
+        assert again.returncode == 0, again.stdout + again.stderr + fresh_cache_site.error_log()
         assert installed(tmp_path / client) == expected
 
 
@@ -154,13 +179,13 @@ def test_wrong_bytes_from_upstream_fail_pip_and_are_not_published(cache_site: De
 
 
 @pytest.mark.parametrize(("fault", "status"), [("blackhole", 504), ("503", 502)])
-def test_uncached_project_with_upstream_down_fails_in_time(cache_site: Deployment,
+def test_uncached_project_with_upstream_down_fails_in_time(fresh_cache_site: Deployment,
                                                            fault: str, status: int) -> None:
-    cache_site.upstream.fault = fault
+    fresh_cache_site.upstream.fault = fault
     started = time.monotonic()
-    got, _, _ = raw_get(cache_site.origin + "/pypi/+upstream/pkg-a/")
+    got, _, _ = raw_get(fresh_cache_site.origin + "/pypi/+upstream/pkg-a/")
     assert got == status
-    assert time.monotonic() - started < 3 * cache_site.settings.upstream_timeout + 2
+    assert time.monotonic() - started < 3 * fresh_cache_site.settings.upstream_timeout + 2
 
 
 def test_claimed_and_private_names_never_reach_the_upstream(cache_site: Deployment) -> None:

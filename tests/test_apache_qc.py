@@ -4,25 +4,16 @@ stop the upstream, and install from stable with --require-hashes."""
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from apache_server import BIN, USERS, deployed
+from apache_server import USERS, deployed
 from clients import pip_install, twine_upload
 from distfactory import wheel_bytes, wheel_name, write_wheel
 from fake_upstream import running_upstream
+from helpers import run
 
 pytestmark = pytest.mark.apache
-
-
-def run(command: str, *args: str, config: Path) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(BIN / command), "--config", str(config), *args],
-                            capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "SUDO_USER": "carol"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 def test_release_is_repeatable_without_the_upstream(tmp_path: Path) -> None:

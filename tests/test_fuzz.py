@@ -20,6 +20,7 @@ from urllib.parse import quote, unquote
 from conftest import write_config
 from distfactory import sdist_bytes, wheel_bytes
 from fake_upstream import FakeUpstream, running_upstream
+from helpers import snapshot
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
@@ -27,7 +28,6 @@ from pypi_fallback.app import ROUTE_FLAG, make_app
 from pypi_fallback.config import Settings, load_settings
 from pypi_fallback.names import NormalizedName, parse_normalized_name
 from pypi_fallback.storage import Tree, add_claims, load_claims
-from test_upload import snapshot
 from uploads import multipart, twine_fields
 from webtest import TestApp
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
+from helpers import golden
 from pypi_fallback.listing import (
     FileEntry,
     ProjectStatus,
@@ -19,7 +18,6 @@ from pypi_fallback.listing import (
 )
 from pypi_fallback.names import NormalizedName
 
-GOLDEN = Path(__file__).parent / "golden"
 SHA = "a" * 64
 META = "b" * 64
 
@@ -33,13 +31,6 @@ ENTRIES = [
     FileEntry("acme-0.9-py3-none-any.whl", "../../stable/acme/acme-0.9-py3-none-any.whl", SHA,
               10, "0.9", metadata_sha256=META, yanked=True),
 ]
-
-
-def golden(name: str, actual: bytes) -> None:
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_bytes(actual)
-    assert actual.decode() == path.read_text()
 
 
 def test_project_html_matches_golden() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
-import stat
 import subprocess
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from apache_server import BIN, USERS, Deployment, deployed
 from clients import raw_get, twine_upload
 from distfactory import wheel_bytes, wheel_name, write_wheel
 from fake_upstream import running_upstream
+from helpers import not_writable_by
 
 pytestmark = [pytest.mark.apache,
               pytest.mark.skipif(os.geteuid() != 0, reason="commands change user only as root")]
@@ -43,18 +43,6 @@ def run_every_command(site: Deployment, requirements: Path) -> None:
     ]:
         result = as_root(site, command, *args)
         assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
-
-
-def not_writable_by(uid: int, top: Path) -> list[str]:
-    """Paths under ``top`` that the user ``uid`` could not write (it owns what it writes)."""
-    bad = []
-    for folder, dirs, files in os.walk(top):
-        for name in [".", *dirs, *files]:
-            path = Path(folder, name)
-            st = path.lstat()
-            if st.st_uid != uid or not st.st_mode & stat.S_IWUSR:
-                bad.append(f"{path} (uid {st.st_uid}, mode {stat.filemode(st.st_mode)})")
-    return bad
 
 
 def test_commands_run_as_root_leave_everything_to_the_web_server(tmp_path: Path) -> None:

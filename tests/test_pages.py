@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import write_config
 from distfactory import write_sdist, write_wheel
+from helpers import HOSTILE, golden, metadata
 from pypi_fallback import qc
 from pypi_fallback.config import Settings, load_settings
 from pypi_fallback.deployment import prepare_deployment
@@ -35,28 +36,11 @@ from pypi_fallback.pagehtml import (
     search_entry,
 )
 from pypi_fallback.pages import PageRefresher, _link, fold_audit, refresh, refresh_landing
+from pypi_fallback.records import AuditEntry
 from pypi_fallback.regen import regenerate
 from pypi_fallback.storage import Tree, append_audit, utc_timestamp
-from test_listing import golden
 
 SHA = "a" * 64
-HOSTILE = (
-    "# Acme\n\n<script>window.pwned = 1</script>\n\n"
-    "[click me](javascript:window.pwned=2) <img src=x onerror=\"window.pwned=3\">\n\n"
-    "<a href=\"javascript:window.pwned=4\">raw link</a> <b onmouseover=\"x()\">bold</b>\n"
-)
-
-
-def metadata(name: str, version: str, description: str = HOSTILE,
-             content_type: str = "text/markdown", summary: str = "Acme <b>tools</b>") -> str:
-    return (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: {summary}\n"
-            "Requires-Python: >=3.9\nRequires-Dist: requests>=2\n"
-            "Requires-Dist: tomli; python_version < \"3.11\"\n"
-            "Project-URL: Source, https://git.example/acme\n"
-            "Project-URL: Evil, javascript:alert(1)\n"
-            f"Description-Content-Type: {content_type}\n\n{description}")
-
-
 def sample_view() -> ProjectView:
     files = (
         FileRow("acme-2.0-py3-none-any.whl", "../../dev/acme/acme-2.0-py3-none-any.whl", 1234,
@@ -233,14 +217,20 @@ def test_the_audit_log_is_folded_once_and_across_rotation(settings: Settings) ->
     tree = Tree.of(settings)
     entry = {"time": utc_timestamp(), "user": "alice", "action": "upload", "repo": "dev",
              "project": "acme", "filename": "acme-1.0.tar.gz"}
-    append_audit(tree, entry)
-    append_audit(tree, {**entry, "project": "../etc"})  # not a project name: ignored
+
+    def line(**changes: str) -> AuditEntry:
+        entry_read = AuditEntry.from_json({**entry, **changes})
+        assert entry_read is not None
+        return entry_read
+
+    append_audit(tree, line())
+    append_audit(tree, line(project="../etc"))  # not a project name: ignored
     assert fold_audit(tree) == {"acme"}
     assert fold_audit(tree) == set()
     trail_path = settings.state / "pages" / "trails" / "acme.json"
     assert json.loads(trail_path.read_bytes()) == [entry]
     os.rename(tree.audit_log, settings.state / "audit.jsonl.1")  # logrotate
-    append_audit(tree, {**entry, "filename": "acme-1.0-py3-none-any.whl"})
+    append_audit(tree, line(filename="acme-1.0-py3-none-any.whl"))
     assert fold_audit(tree) == {"acme"}
     assert len(json.loads(trail_path.read_bytes())) == 2
 

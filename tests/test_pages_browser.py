@@ -21,13 +21,12 @@ from apache_server import USERS, deployed
 from clients import PIP_ACCEPT, raw_get, twine_upload
 from distfactory import wheel_bytes, wheel_name, write_wheel
 from fake_upstream import running_upstream
+from helpers import HOSTILE, metadata, run
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from test_apache_qc import run
-from test_pages import HOSTILE, metadata
 
 pytestmark = pytest.mark.apache
 

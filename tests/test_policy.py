@@ -13,10 +13,10 @@ import pytest
 from conftest import write_config
 from distfactory import wheel_bytes, wheel_name
 from fake_upstream import FakeUpstream, running_upstream
+from helpers import post, snapshot
 from pypi_fallback.app import make_app
 from pypi_fallback.config import Settings, load_settings
 from pypi_fallback.regen import regenerate
-from test_upload import post, snapshot
 from webtest import TestApp
 
 POLICY = '[policy]\noverlay = ["requests"]\nprivate = ["secret-*"]\n'

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,16 +13,14 @@ import pytest
 from conftest import write_config
 from distfactory import wheel_bytes, wheel_name
 from fake_upstream import FakeUpstream, running_upstream
+from helpers import cli, post
 from pypi_fallback.app import make_app
 from pypi_fallback.config import Settings, load_settings
 from pypi_fallback.errors import BadRequest, FileExists, Forbidden, NotFound
 from pypi_fallback.qc import parse_pylock, parse_requirements, pin, promote, remove, verify
 from pypi_fallback.regen import regenerate
 from pypi_fallback.storage import Tree, load_claims
-from test_upload import post
 from webtest import TestApp
-
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
 @pytest.fixture
@@ -50,12 +46,6 @@ def files(settings: Settings, repo: str, project: str) -> dict[str, Any]:
     if not path.exists():
         return {}
     return {f["filename"]: f for f in json.loads(path.read_text())["files"]}
-
-
-def cli(name: str, *args: str, settings: Settings) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPTS / name), "--config", str(settings.source),
-                           *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "SUDO_USER": "qc-carol"})
 
 
 def test_promote_copies_release_and_is_idempotent(app: TestApp, settings: Settings) -> None:

@@ -28,7 +28,7 @@ from apache_server import free_port
 from clients import PIP_ACCEPT, pip_install, raw_get, twine_upload, uv_install
 from distfactory import wheel_bytes, wheel_name, write_wheel
 from fake_upstream import FakeUpstream, running_upstream
-from test_ownership import not_writable_by
+from helpers import not_writable_by
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 ETC_APACHE = Path("/etc/apache2")

@@ -16,14 +16,13 @@ import pytest
 from conftest import write_config
 from distfactory import wheel_bytes, wheel_name
 from fake_upstream import FakeUpstream, running_upstream
+from helpers import cli, post
 from pypi_fallback.app import ROUTE_FLAG, make_app
 from pypi_fallback.config import Settings, load_settings
 from pypi_fallback.cooldown import parse_duration, parse_time
 from pypi_fallback.errors import ConfigError
 from pypi_fallback.regen import regenerate
 from pypi_fallback.storage import utc_timestamp
-from test_qc import cli
-from test_upload import post
 from webtest import TestApp
 
 DAY = 86400.0

@@ -16,13 +16,13 @@ import pytest
 from conftest import write_config
 from distfactory import sdist_bytes, wheel_bytes, wheel_name
 from fake_upstream import FakeUpstream, running_upstream
+from helpers import post, snapshot
 from pypi_fallback.app import ROUTE_FLAG, make_app
 from pypi_fallback.config import Settings, load_settings
 from pypi_fallback.mirror import resolved_upstream_url
 from pypi_fallback.names import NormalizedName
 from pypi_fallback.regen import regenerate
 from pypi_fallback.storage import Tree, add_claims, load_claims
-from test_upload import post, snapshot
 from webtest import TestApp
 
 POLICY = '[policy]\noverlay = ["requests"]\nprivate = ["secret-*"]\n'

@@ -5,39 +5,17 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from distfactory import sdist_bytes, sdist_name, wheel_bytes, wheel_name
-from pypi_fallback.app import make_app
+from helpers import post, snapshot
+from pypi_fallback.app import RootRefresher, make_app
 from pypi_fallback.config import Settings
 from pypi_fallback.regen import regenerate
 from uploads import twine_fields
 from webtest import TestApp, TestRequest
-
-
-def snapshot(settings: Settings) -> dict[str, tuple[int, int, int]]:
-    """Every file (inode, mtime, size) and folder under the served tree and the state folder.
-
-    A folder's own mtime is left out: a temporary file made and removed in it changes it.
-    """
-    seen = {}
-    for base in (settings.root, settings.state):
-        for dirpath, dirnames, filenames in os.walk(base):
-            for name in dirnames:
-                seen[os.path.join(dirpath, name)] = (0, 0, 0)
-            for name in filenames:
-                st = os.lstat(os.path.join(dirpath, name))
-                seen[os.path.join(dirpath, name)] = (st.st_ino, st.st_mtime_ns, st.st_size)
-    return seen
-
-
-def post(app: TestApp, repo: str, filename: str, data: bytes, *, user: str | None = "alice",
-         status: int | str = "*", **fields: Any) -> Any:
-    env = {"REMOTE_USER": user} if user else {}
-    return app.post(f"/pypi/{repo}/", params=twine_fields(filename, data, **fields),
-                    upload_files=[("content", filename, data)], extra_environ=env,
-                    status=status)
 
 
 @pytest.fixture
@@ -243,21 +221,28 @@ def test_empty_tree_stays_empty_on_bad_first_upload(app: TestApp, settings: Sett
 
 def test_burst_of_new_projects_gets_one_root_refresh_that_lists_them_all(
         settings: Settings) -> None:
+    now = [100.0]
+    waiting: list[tuple[float, Callable[[], None]]] = []
     wsgi_app = make_app(settings)
-    wsgi_app.roots.interval = 0.3
+    wsgi_app.roots = RootRefresher(settings, interval=2.0, clock=lambda: now[0],
+                                   later=lambda wait, run: waiting.append((wait, run)))
     app = TestApp(wsgi_app)
     names = ["aa", "bb", "cc"]
-    for name in names:
-        post(app, "dev", wheel_name(name, "1.0"), wheel_bytes(name, "1.0"), status=200)
     root = settings.root / "dev" / "index.v1_json"
-    assert [p["name"] for p in json.loads(root.read_text())["projects"]] == ["aa"]
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        listed = [p["name"] for p in json.loads(root.read_text())["projects"]]
-        if listed == names:
-            break
-        time.sleep(0.05)
-    assert listed == names
+
+    def listed() -> list[str]:
+        return [p["name"] for p in json.loads(root.read_text())["projects"]]
+
+    post(app, "dev", wheel_name("aa", "1.0"), wheel_bytes("aa", "1.0"), status=200)
+    assert listed() == ["aa"]  # the first rebuilds at once
+    now[0] += 1.5  # within the interval: folded into one rebuild at its end
+    for name in names[1:]:
+        post(app, "dev", wheel_name(name, "1.0"), wheel_bytes(name, "1.0"), status=200)
+    assert listed() == ["aa"]
+    assert [wait for wait, _ in waiting] == [pytest.approx(0.5)]
+    now[0] += 0.5
+    waiting[0][1]()
+    assert listed() == names
 
 
 @pytest.mark.parametrize(("errno_", "status"), [(28, 507), (5, 500)])  # ENOSPC, EIO

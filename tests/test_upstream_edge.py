@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 from distfactory import wheel_bytes, wheel_name
 from fake_upstream import FakeUpstream, running_upstream
-from pypi_fallback.upstream import Upstream, UpstreamBusy, UpstreamError, UpstreamTimeout
+from pypi_fallback.errors import UpstreamBusy, UpstreamError, UpstreamTimeout
+from pypi_fallback.upstream import Upstream
 
 BIG = wheel_name("big", "1.0")
 

@@ -22,9 +22,13 @@ from conftest import write_config  # noqa: E402
 from pypi_fallback.config import load_settings  # noqa: E402
 from pypi_fallback.mirror import store_listing  # noqa: E402
 from pypi_fallback.names import NormalizedName  # noqa: E402
-from pypi_fallback.regen import Report, render_upstream_page, rerender_upstream_pages  # noqa: E402
+from pypi_fallback.records import FileEntry, UpstreamListing  # noqa: E402
+from pypi_fallback.scan import Report  # noqa: E402
 from pypi_fallback.storage import Tree, Writer, utc_timestamp  # noqa: E402
-from pypi_fallback.upstream import UpstreamFile, UpstreamListing  # noqa: E402
+from pypi_fallback.upstream_pages import (  # noqa: E402
+    publish_upstream_page,
+    rerender_upstream_pages,
+)
 
 
 def main() -> None:
@@ -35,13 +39,13 @@ def main() -> None:
         now = time.time()
         for i in range(count):
             project = f"proj-{i}"
-            files = tuple(UpstreamFile(
+            files = tuple(FileEntry(
                 f"proj_{i}-1.{n}-py3-none-any.whl", f"http://127.0.0.1:9/f/{i}/{n}",
                 "a" * 64, size=1000, version=f"1.{n}",
                 upload_time=utc_timestamp(now - n * 3 * 86400)) for n in range(20))
             store_listing(Tree.of(plain), UpstreamListing(project, "http://127.0.0.1:9/",
                                                           True, files, now))
-            render_upstream_page(plain, NormalizedName(project), Writer())
+            publish_upstream_page(plain, NormalizedName(project), Writer())
         cool = load_settings(write_config(base, '[policy]\nmin_age = "7d"\n', mode="cache"))
         for label in ("first", "unchanged"):
             start = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.message
 import errno
+import functools
 import json
 import os
 import shutil
@@ -27,63 +28,27 @@ from .config import IMMUTABLE, Settings, load_settings
 from .errors import (
     BadRequest,
     ClaimsCorrupt,
-    DigestMismatch,
-    FileExists,
-    Forbidden,
-    Gone,
-    InvalidArchive,
-    InvalidFilename,
-    InvalidName,
-    MetadataMismatch,
     MethodNotAllowed,
-    NotAcceptable,
     NotFound,
     PyPIFallbackError,
     TooLarge,
-    Unauthorized,
+    UpstreamBusy,
     UpstreamUnavailable,
+    status_of,
 )
-from .names import parse_normalized_name
+from .names import RepoName, parse_normalized_name
 from .pages import PageRefresher
 from .policywatch import PolicyWatcher, Rerenderer
-from .regen import refresh_roots, regenerate, render_upstream_page
-from .storage import UPSTREAM_DIR, Tree, Writer, describe_os_error, locked
+from .regen import refresh_overlay, refresh_roots
+from .storage import UPSTREAM_DIR, Tree, describe_os_error
 from .tokens import TokenStore, store_path
-from .upload import check_form, check_form_body, is_new_name, receive_upload
-from .upstream import Upstream, UpstreamBusy, UpstreamError, UpstreamTimeout
+from .upload import check_form, check_form_body, publish_upload
+from .upstream import Upstream
+from .upstream_pages import revalidate_cached_page
 
-STATUS: dict[type[PyPIFallbackError], int] = {
-    BadRequest: 400,
-    InvalidFilename: 400,
-    InvalidName: 400,
-    InvalidArchive: 400,
-    MetadataMismatch: 400,
-    DigestMismatch: 400,
-    FileExists: 400,
-    TooLarge: 413,
-    Unauthorized: 401,
-    NotAcceptable: 406,
-    UpstreamError: 502,
-    UpstreamTimeout: 504,
-    UpstreamBusy: 503,
-    Forbidden: 403,
-    NotFound: 404,
-    MethodNotAllowed: 405,
-    Gone: 410,
-    UpstreamUnavailable: 503,
-    ClaimsCorrupt: 500,
-}
 # The environment variable that only the drop-in's rewrite rules set for the internal
 # cache-mode routes; Apache renames it REDIRECT_… on the internal redirect to the app.
 ROUTE_FLAG = "REDIRECT_PYPI_FALLBACK_ROUTE"
-
-
-def status_of(exc: PyPIFallbackError) -> int:
-    """The HTTP status of a domain error: its class's, else its nearest base class's."""
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 400
 
 
 class AfterResponse:
@@ -111,37 +76,47 @@ class RootRefresher:
     new projects must not pay for one rebuild each: the first request rebuilds at once
     (after its response is sent), later ones within the interval are folded into one
     rebuild at the end of it. ``regen-index`` rebuilds them too.
+
+    ``clock`` and ``later`` (run a function after some seconds) are the time it uses:
+    ``time.monotonic`` and a daemon timer thread, or a test's own.
     """
 
-    def __init__(self, settings: Settings, interval: float = 2.0) -> None:
+    def __init__(self, settings: Settings, interval: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 later: Callable[[float, Callable[[], None]], None] | None = None) -> None:
         self.settings, self.interval = settings, interval
+        self.clock, self.later = clock, later or _in_background
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
         self._scheduled: set[str] = set()
 
-    def request(self, repos: Iterable[str]) -> None:
+    def request(self, repos: Iterable[RepoName]) -> None:
         now_due = []
         with self._lock:
             for repo in repos:
                 if repo in self._scheduled:
                     continue
-                wait = self._last.get(repo, -1e9) + self.interval - time.monotonic()
+                wait = self._last.get(repo, -1e9) + self.interval - self.clock()
                 if wait <= 0:
-                    self._last[repo] = time.monotonic()
+                    self._last[repo] = self.clock()
                     now_due.append(repo)
                 else:
                     self._scheduled.add(repo)
-                    timer = threading.Timer(wait, self._run_later, (repo,))
-                    timer.daemon = True
-                    timer.start()
+                    self.later(wait, functools.partial(self._run_later, repo))
         if now_due:
             refresh_roots(self.settings, now_due)
 
-    def _run_later(self, repo: str) -> None:
+    def _run_later(self, repo: RepoName) -> None:
         with self._lock:
             self._scheduled.discard(repo)
-            self._last[repo] = time.monotonic()
+            self._last[repo] = self.clock()
         refresh_roots(self.settings, [repo])
+
+
+def _in_background(seconds: float, function: Callable[[], None]) -> None:
+    timer = threading.Timer(seconds, function)
+    timer.daemon = True
+    timer.start()
 
 
 def _boundary(request: Request) -> str | None:
@@ -196,7 +171,6 @@ class App:
         self._reachable: tuple[float, bool] = (0.0, False)
         self._reachable_lock = threading.Lock()
         self._checking = False
-        self._listing_locks = [threading.Lock() for _ in range(64)]
         self.rerender = Rerenderer()
         self.policy = PolicyWatcher(settings, self._policy_changed)
 
@@ -260,13 +234,14 @@ class App:
         if rest.startswith(("+cache/", "+fetch/", "+refresh/")):
             return self.cache(request, rest)
         repo_name = rest[:-1] if rest.endswith("/") else rest
-        if "/" in repo_name or repo_name not in self.settings.repos:
+        repo = self.settings.repo_named(repo_name)
+        if repo is None:
             raise NotFound(f"No such repository: {repo_name!r}")
         if request.method != "POST":
             raise MethodNotAllowed(f"Method {request.method} not allowed here; upload with POST")
-        return self.upload(request, repo_name)
+        return self.upload(request, repo)
 
-    def upload(self, request: Request, repo_name: str) -> Response:
+    def upload(self, request: Request, repo_name: RepoName) -> Response:
         uploader = authorize_upload(self.settings, self.groups, self.tokens, request.environ,
                                     repo_name)
         if request.content_length is None:
@@ -288,16 +263,8 @@ class App:
             raise BadRequest("Missing file in 'content'")
         project = upload.dist.project
         uploader.check_project(project, repo_name)
-        decision = mirror.NameDecision(None)
-        if is_new_name(self.settings, project):
-            decision = mirror.decide_new_name(self.settings, self.upstream, project)
-        outcome = receive_upload(self.settings, repo_name, upload, body, uploader.user,
-                                 request.remote_addr, decision.claim, decision.upstream,
-                                 token=uploader.token)
-        if outcome.status == "created" and decision.listing is not None:
-            # the first file of an overlay: its page now merges the upstream's files
-            mirror.store_listing(Tree.of(self.settings), decision.listing)
-            regenerate(self.settings, names=[project])
+        outcome = publish_upload(self.settings, lambda: self.upstream, repo_name, upload, body,
+                                 uploader.user, request.remote_addr, token=uploader.token)
         resp = Response(content_type="text/plain", charset="utf-8")
         if outcome.status == "exists":
             resp.text = f"{outcome.dist.filename} is already there with the same contents\n"
@@ -350,13 +317,7 @@ class App:
             return resp
         if filename:
             raise NotFound(f"Not found: {rest!r}")
-        with self._listing_lock(project):  # one revalidation at a time per project
-            listing = mirror.get_listing(self.settings, self.upstream, project)
-            if not listing.found:
-                raise NotFound(f"{project!r} is not on the upstream")
-            with locked(Tree.of(self.settings), f"+fetch-{project}"):
-                render_upstream_page(self.settings, project, Writer())
-            mirror.stamp_fresh(self.settings, listing)
+        revalidate_cached_page(self.settings, self.upstream, project)
         # Apache serves the page as it serves every cached page: negotiated, with its
         # validators and caching headers
         return served_by_apache(f"{self.settings.url_prefix}/{UPSTREAM_DIR}/{project}/")
@@ -365,24 +326,13 @@ class App:
         """A local listing that merges the upstream's files (an overlay), older than
         ``upstream.ttl``: the upstream's listing revalidated, the project's listings
         rebuilt when it changed, then served by Apache."""
-        repo, _, name = tail.rstrip("/").partition("/")
-        if repo not in self.settings.repos or "/" in name:
+        repo_name, _, name = tail.rstrip("/").partition("/")
+        repo = self.settings.repo_named(repo_name)
+        if repo is None or "/" in name:
             raise NotFound(f"Not found: {rest!r}")
         project = parse_normalized_name(name, "name in the URL")
-        tree = Tree.of(self.settings)
-        cached = mirror.load_listing(tree, project)
-        # anything else (a claimed name, no listing here) is Apache's to answer as it is
-        if not mirror.is_claimed(self.settings, project) and cached is not None and \
-                cached.found and (tree.project_dir(repo, project) / "index.v1_json").exists():
-            with self._listing_lock(project):
-                listing = mirror.get_listing(self.settings, self.upstream, project)
-                if (listing.files, listing.versions) != (cached.files, cached.versions):
-                    regenerate(self.settings, names=[project])
-                mirror.stamp_fresh(self.settings, listing)
+        refresh_overlay(self.settings, lambda: self.upstream, repo, project)
         return served_by_apache(f"{self.settings.url_prefix}/{repo}/{project}/")
-
-    def _listing_lock(self, project: str) -> threading.Lock:
-        return self._listing_locks[hash(project) % len(self._listing_locks)]
 
     def upstream_reachable(self) -> bool | None:
         """The last known answer (None before the first), never waited for: a check runs in

@@ -12,6 +12,7 @@ from typing import Any
 
 from .config import Settings
 from .errors import Forbidden, Unauthorized
+from .names import NormalizedName, RepoName
 from .tokens import REMOTE_PREFIX, TokenStore
 
 
@@ -67,14 +68,14 @@ class Uploader:
     token: str | None = None
     project: str | None = None
 
-    def check_project(self, project: str, repo: str) -> None:
+    def check_project(self, project: NormalizedName, repo: RepoName) -> None:
         if self.project is not None and project != self.project:
             raise Forbidden(f"Token {self.token} may upload only {self.project!r} to {repo!r}, "
                             f"not {project!r}")
 
 
 def authorize_upload(settings: Settings, groups: GroupFile, tokens: TokenStore,
-                     environ: Mapping[str, Any], repo_name: str) -> Uploader:
+                     environ: Mapping[str, Any], repo_name: RepoName) -> Uploader:
     """Who may upload to ``repo_name``, from REMOTE_USER alone (Apache authenticated it):
 
     - ``__token__:<id>`` (Apache's token provider accepted the token): the token, read

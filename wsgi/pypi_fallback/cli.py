@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .config import Settings, load_settings
-from .errors import ConfigError, PyPIFallbackError
+from .errors import ConfigError, EnvironmentProblem, PyPIFallbackError
 from .storage import describe_os_error
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
@@ -26,10 +26,6 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
                         help="config file (default: $PYPI_FALLBACK_CONFIG, "
                              "else /etc/pypi-fallback/config.toml)")
     return parser
-
-
-class EnvironmentProblem(PyPIFallbackError):
-    """The machine is not as the command needs it (a permission, a missing folder)."""
 
 
 def _run(prog: str, body: Callable[[], int]) -> int:
@@ -211,24 +207,19 @@ def _install_dropin(output: Path, text: str, check: bool,
     (the old file is kept when Apache rejects the new one)."""
     import tempfile
 
-    from .storage import fsync_dir, tmp_path
+    from .storage import install_checked
 
-    tmp = tmp_path(output)
-    tmp.write_text(text)
-    try:
-        if check:
-            with tempfile.TemporaryDirectory() as work:
-                problem = apache_check_config(str(tmp), Path(work), extra_modules)
-            if problem:
-                print(f"regen-rules: Apache rejects the new drop-in; {output} kept as it "
-                      f"was:\n{problem}", file=sys.stderr)
-                return EXIT_USAGE
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-        fsync_dir(output.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    def apache_accepts(tmp: Path) -> str | None:
+        if not check:
+            return None
+        with tempfile.TemporaryDirectory() as work:
+            return apache_check_config(str(tmp), Path(work), extra_modules)
+
+    problem = install_checked(output, text.encode(), apache_accepts)
+    if problem:
+        print(f"regen-rules: Apache rejects the new drop-in; {output} kept as it "
+              f"was:\n{problem}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"regen-rules: wrote {output}", file=sys.stderr)
     return EXIT_OK
 
@@ -364,8 +355,8 @@ def remove_main(argv: Sequence[str] | None = None) -> int:
 
 
 def status_main(argv: Sequence[str] | None = None) -> int:
-    from .listing import PROJECT_STATUSES
     from .qc import set_status
+    from .records import PROJECT_STATUSES
 
     def add(p: argparse.ArgumentParser) -> None:
         p.add_argument("project", metavar="PROJECT")
@@ -448,10 +439,10 @@ def audit_main(argv: Sequence[str] | None = None) -> int:
     def run(settings: Settings, args: argparse.Namespace, operator: str) -> int:
         for entry in read_audit(settings, args.project, args.user, args.since):
             if args.json:
-                print(json.dumps(entry, sort_keys=True))
+                print(json.dumps(entry.to_json(), sort_keys=True))
             else:
-                print(f"{entry.get('time', '?')}  {entry.get('user') or '-':<10} "
-                      f"{entry.get('action', '?'):<8} {entry.get('repo', '-')}/"
+                print(f"{entry.time or '?'}  {entry.user or '-':<10} "
+                      f"{entry.action or '?':<8} {entry.get('repo', '-')}/"
                       f"{entry.get('filename', '-')}  {str(entry.get('sha256', ''))[:12]}")
         return EXIT_OK
 
@@ -464,8 +455,9 @@ def audit_main(argv: Sequence[str] | None = None) -> int:
 def token_main(argv: Sequence[str] | None = None) -> int:
     import time
 
+    from .errors import TokenError
     from .tokencmd import create_token, describe, list_tokens, revoke_token
-    from .tokens import TOKEN_USER, TokenError, parse_duration
+    from .tokens import TOKEN_USER, parse_duration
 
     parser = _parser("token", "Upload tokens for CI: twine and uv publish use them with the "
                               f"user name {TOKEN_USER}.")

@@ -18,6 +18,7 @@ from typing import Any
 
 from .cooldown import Cooldown, parse_cooldown
 from .errors import ConfigError
+from .names import RepoName
 
 DEFAULT_PATH = Path("/etc/pypi-fallback/config.toml")
 ENV_VAR = "PYPI_FALLBACK_CONFIG"
@@ -32,9 +33,9 @@ STALE_IF_ERROR = 7 * 24 * 3600
 
 @dataclass(frozen=True)
 class Repo:
-    name: str
+    name: RepoName
     writers: tuple[str, ...]
-    fallback: tuple[str, ...]
+    fallback: tuple[str, ...]  # repo names, and UPSTREAM
     readers: tuple[str, ...] = ()  # empty: anyone may read
 
     @property
@@ -48,9 +49,9 @@ class Repo:
         return tuple(dict.fromkeys(self.readers + self.writers))
 
     @property
-    def local_chain(self) -> tuple[str, ...]:
+    def local_chain(self) -> tuple[RepoName, ...]:
         """The local repos this one falls back to, nearest first (not itself)."""
-        return tuple(r for r in self.fallback if r != UPSTREAM)
+        return tuple(RepoName(r) for r in self.fallback if r != UPSTREAM)
 
     @property
     def falls_back_upstream(self) -> bool:
@@ -82,7 +83,7 @@ class Settings:
     upstream_timeout: float = 10.0
     upstream_ttl: int = 600
     fallback_mode: str = "redirect"
-    repos: Mapping[str, Repo] = field(default_factory=dict)
+    repos: Mapping[RepoName, Repo] = field(default_factory=dict)
     private: tuple[str, ...] = ()
     overlay: tuple[str, ...] = ()
     pages: bool = True  # the pages for people under <prefix>/+pages/ and at <prefix>/
@@ -106,7 +107,11 @@ class Settings:
         return (f"public, max-age={self.listing_max_age}, "
                 f"stale-if-error={STALE_IF_ERROR}")
 
-    def reaches_upstream(self, repo: str) -> bool:
+    def repo_named(self, name: str) -> RepoName | None:
+        """The repository called ``name`` in the config, if there is one."""
+        return next((r for r in self.repos if r == name), None)
+
+    def reaches_upstream(self, repo: RepoName) -> bool:
         """Whether a project missing all down the chain of ``repo`` is looked up upstream."""
         return any(self.repos[r].falls_back_upstream for r in self.chain(repo))
 
@@ -116,15 +121,15 @@ class Settings:
     def is_overlay(self, project: str) -> bool:
         return any(fnmatch.fnmatchcase(project, p) for p in self.overlay)
 
-    def chain(self, repo: str) -> tuple[str, ...]:
+    def chain(self, repo: RepoName) -> tuple[RepoName, ...]:
         """``repo`` and every local repo reachable down its fallback chain, nearest first."""
-        cache: dict[str, tuple[str, ...]] = self.__dict__.setdefault("_chains", {})
+        cache: dict[RepoName, tuple[RepoName, ...]] = self.__dict__.setdefault("_chains", {})
         if repo not in cache:
             cache[repo] = self._walk_chain(repo)
         return cache[repo]
 
-    def _walk_chain(self, repo: str) -> tuple[str, ...]:
-        seen: list[str] = []
+    def _walk_chain(self, repo: RepoName) -> tuple[RepoName, ...]:
+        seen: list[RepoName] = []
         todo = [repo]
         while todo:
             name = todo.pop(0)
@@ -134,11 +139,11 @@ class Settings:
             todo.extend(self.repos[name].local_chain)
         return tuple(seen)
 
-    def dependents(self, repo: str) -> tuple[str, ...]:
+    def dependents(self, repo: RepoName) -> tuple[RepoName, ...]:
         """Every repo whose listings include ``repo``'s files (``repo`` itself first)."""
         return (repo,) + tuple(r for r in self.repos if r != repo and repo in self.chain(r))
 
-    def viewers(self, repos: Iterable[str]) -> tuple[str, ...]:
+    def viewers(self, repos: Iterable[RepoName]) -> tuple[RepoName, ...]:
         """Every repo whose root listing shows projects of any of ``repos``."""
         wanted = set(repos)
         return tuple(r for r in self.repos if wanted & set(self.chain(r)))
@@ -322,10 +327,10 @@ def parse_settings(data: Mapping[str, Any], source: Path, *, check_paths: bool =
     )
 
 
-def _parse_repos(source: Path, table: Any) -> dict[str, Repo]:
+def _parse_repos(source: Path, table: Any) -> dict[RepoName, Repo]:
     if not isinstance(table, Mapping) or not table:
         raise ConfigError(f"{source}: [repos] must define at least one repository")
-    repos: dict[str, Repo] = {}
+    repos: dict[RepoName, Repo] = {}
     for name, body in table.items():
         key = f"repos.{name}"
         if name == UPSTREAM or name.startswith("+") or not _is_repo_name(name):
@@ -338,8 +343,8 @@ def _parse_repos(source: Path, table: Any) -> dict[str, Repo]:
             if not _GROUP.match(group):
                 raise ConfigError(f"{source}: {key}: {group!r} is not a group name (letters, "
                                   "digits, '.', '_' and '-')")
-        repos[name] = Repo(name, tuple(values["writers"]), tuple(values["fallback"]),
-                           tuple(values["readers"]))
+        repos[RepoName(name)] = Repo(RepoName(name), tuple(values["writers"]),
+                                     tuple(values["fallback"]), tuple(values["readers"]))
     for repo in repos.values():
         for target in repo.fallback:
             if target != UPSTREAM and target not in repos:
@@ -353,7 +358,7 @@ def _parse_repos(source: Path, table: Any) -> dict[str, Repo]:
     return repos
 
 
-def _check_readers(source: Path, repos: Mapping[str, Repo], repo: Repo) -> None:
+def _check_readers(source: Path, repos: Mapping[RepoName, Repo], repo: Repo) -> None:
     """A repo's pages merge the files of every repo down its chain, and a project it lacks
     is redirected there: so whoever may read ``repo`` must be allowed to read each of
     them, or their files and project names would leak through ``repo``'s pages and
@@ -390,7 +395,7 @@ _GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _LDAP_SAFE = re.compile(r"^[A-Za-z0-9 =,.:/?()*&|!_@+-]+$")
 
 
-def _parse_ldap(source: Path, table: Any, repos: Mapping[str, Repo]) -> Ldap:
+def _parse_ldap(source: Path, table: Any, repos: Mapping[RepoName, Repo]) -> Ldap:
     values = _get(source, table, "ldap", _LDAP_KEYS)
     url = values["url"]
     if not url.startswith(("ldap://", "ldaps://")) or not _LDAP_SAFE.match(url):
@@ -423,8 +428,8 @@ def _parse_ldap(source: Path, table: Any, repos: Mapping[str, Repo]) -> Ldap:
     return Ldap(url, values["bind_dn"], password_file, groups)
 
 
-def _check_cycle(source: Path, repos: Mapping[str, Repo], start: str) -> None:
-    def walk(name: str, path: tuple[str, ...]) -> None:
+def _check_cycle(source: Path, repos: Mapping[RepoName, Repo], start: RepoName) -> None:
+    def walk(name: RepoName, path: tuple[str, ...]) -> None:
         for nxt in repos[name].local_chain:
             if nxt in path:
                 cycle = " -> ".join((*path, nxt))

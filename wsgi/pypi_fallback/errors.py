@@ -1,7 +1,8 @@
-"""Domain errors: each carries the offending value in its message.
+"""Domain errors, all of them: each carries the offending value in its message.
 
-The WSGI app maps these to HTTP statuses in one table (``app.py``); the
-command-line tools print the message on one line and exit with a code.
+Each has its HTTP status in one table (``STATUS``, read through ``status_of``, which
+follows subclasses); the WSGI app answers with it, the command-line tools print the
+message on one line and exit with a code.
 """
 
 from __future__ import annotations
@@ -79,3 +80,62 @@ class UpstreamUnavailable(PyPIFallbackError):
 
 class ClaimsCorrupt(PyPIFallbackError):
     """The claims map holds a line that is not exactly ``<normalized name> <reason>``."""
+
+
+class UpstreamError(PyPIFallbackError):
+    """The upstream failed: refused, 5xx, malformed, too large, wrong bytes (HTTP 502)."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer in time (HTTP 504)."""
+
+
+class UpstreamBusy(UpstreamError):
+    """Too many upstream requests at once: try again shortly (HTTP 503)."""
+
+
+class VerifyFailed(PyPIFallbackError):
+    """A file to copy (promote, pin) is not the bytes its record or the pin says."""
+
+
+class TokenError(ValueError):
+    """A token argument that cannot be used (a bad duration, an unknown id)."""
+
+
+class TokenRefused(PyPIFallbackError):
+    """A token that cannot be made or found as asked."""
+
+
+class EnvironmentProblem(PyPIFallbackError):
+    """The machine is not as the command needs it (a permission, a missing folder)."""
+
+
+STATUS: dict[type[PyPIFallbackError], int] = {
+    BadRequest: 400,
+    InvalidFilename: 400,
+    InvalidName: 400,
+    InvalidArchive: 400,
+    MetadataMismatch: 400,
+    DigestMismatch: 400,
+    FileExists: 400,
+    TooLarge: 413,
+    Unauthorized: 401,
+    NotAcceptable: 406,
+    UpstreamError: 502,
+    UpstreamTimeout: 504,
+    UpstreamBusy: 503,
+    Forbidden: 403,
+    NotFound: 404,
+    MethodNotAllowed: 405,
+    Gone: 410,
+    UpstreamUnavailable: 503,
+    ClaimsCorrupt: 500,
+}
+
+
+def status_of(exc: PyPIFallbackError) -> int:
+    """The HTTP status of a domain error: its class's, else its nearest base class's."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400

@@ -28,18 +28,21 @@ from .mirror import (
     listed_file,
 )
 from .names import NormalizedName, parse_dist_filename
+from .records import AuditEntry, FileEntry
 from .storage import (
     UPSTREAM_DIR,
     Tree,
     Writer,
     append_audit,
+    create_tmp,
+    discard,
+    finish_tmp,
     link_new,
     locked,
     new_file,
-    tmp_path,
     utc_timestamp,
 )
-from .upstream import Upstream, UpstreamFile
+from .upstream import Upstream
 
 
 class ColdFile:
@@ -55,16 +58,16 @@ class ColdFile:
     there leaves nothing published and is logged. The lock is released and the temporary
     removed however it ends, the client going away included."""
 
-    def __init__(self, settings: Settings, project: NormalizedName, entry: UpstreamFile,
+    def __init__(self, settings: Settings, project: NormalizedName, entry: FileEntry,
                  blocks: Generator[bytes, None, None], first: bytes, lock: contextlib.ExitStack,
                  client: str | None, exception: str | None = None) -> None:
         self.settings, self.project, self.entry = settings, project, entry
         self._exception = exception  # the policy.exceptions entry that admitted it, if any
         self.size = entry.size
-        self.final = settings.root / UPSTREAM_DIR / project / entry.filename
+        self.final = Tree.of(settings).upstream_dir(project) / entry.filename
         self._blocks, self._first, self._lock, self._client = blocks, first, lock, client
-        self._tmp = tmp_path(self.final)
-        self._out: IO[bytes] | None = open(self._tmp, "xb")  # noqa: SIM115
+        self._tmp, fd = create_tmp(self.final)
+        self._out: IO[bytes] | None = os.fdopen(fd, "wb")
         self._handed_off = False
         self.on_published: Callable[[], None] | None = None  # run once the file is kept
         self.published = threading.Event()
@@ -97,21 +100,18 @@ class ColdFile:
 
     def _publish(self) -> None:
         assert self._out is not None
-        self._out.flush()
-        os.fsync(self._out.fileno())
-        self._out.close()
+        finish_tmp(self._out)
         self._out = None
         if not link_new(self._tmp, self.final):
             return  # published meanwhile by another process: the same listed bytes
         tree = Tree.of(self.settings)
         try:
-            line = {"time": utc_timestamp(), "user": None, "action": "cache",
-                    "repo": UPSTREAM_DIR, "project": self.project,
-                    "filename": self.entry.filename, "sha256": self.entry.sha256,
-                    "size": self.entry.size, "client": self._client, "url": self.entry.url}
+            fields = {"repo": UPSTREAM_DIR, "project": self.project,
+                      "filename": self.entry.filename, "sha256": self.entry.sha256,
+                      "size": self.entry.size, "client": self._client, "url": self.entry.url}
             if self._exception:
-                line["policy_exception"] = self._exception
-            append_audit(tree, line)
+                fields["policy_exception"] = self._exception
+            append_audit(tree, AuditEntry(utc_timestamp(), None, "cache", fields))
         except BaseException:
             with contextlib.suppress(OSError):
                 Writer().remove(self.final)  # not kept without its audit line
@@ -121,8 +121,7 @@ class ColdFile:
         if self._out is not None:
             self._out.close()
             self._out = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp)
+        discard(self._tmp)
         self._lock.close()
 
     def close(self) -> None:
@@ -142,7 +141,6 @@ def open_file(settings: Settings, upstream: Upstream, project: NormalizedName,
     if filename.endswith(METADATA_SUFFIX):
         return fetch_metadata(settings, upstream, project, filename)
     final = cache_path(settings, project, filename)
-    folder = final.parent
     tree = Tree.of(settings)
     if final.exists():
         return Fetched(final, False)
@@ -154,7 +152,6 @@ def open_file(settings: Settings, upstream: Upstream, project: NormalizedName,
         if final.exists():
             lock.close()
             return Fetched(final, False)
-        folder.mkdir(parents=True, exist_ok=True)
         if entry.size is None:
             lock.close()
             return fetch_file(settings, upstream, project, filename, client)
@@ -186,20 +183,18 @@ def fetch_metadata(settings: Settings, upstream: Upstream, project: NormalizedNa
         raise NotFound(f"{filename!r} is not a file of {project!r}")
     if is_claimed(settings, project):
         raise NotFound(f"{project!r} is not looked up upstream")
-    folder = settings.root / UPSTREAM_DIR / project
-    final = folder / filename
+    final = Tree.of(settings).upstream_dir(project) / filename
     if final.exists():
         return Fetched(final, False)
     listing = get_listing(settings, upstream, project)
     entry = listing.file(dist_name) if listing.found else None
     if entry is None or not entry.metadata_sha256:
         raise NotFound(f"The upstream lists no metadata for {dist_name!r}")
-    meta = UpstreamFile(filename=filename, url=entry.url.partition("#")[0] + METADATA_SUFFIX,
+    meta = FileEntry(filename=filename, url=entry.url.partition("#")[0] + METADATA_SUFFIX,
                         sha256=entry.metadata_sha256)
     with locked(Tree.of(settings), file_lock(project, filename)):
         if final.exists():
             return Fetched(final, False)
-        folder.mkdir(parents=True, exist_ok=True)
         with new_file(final) as out:
             upstream.fetch_file(meta, out, MAX_METADATA_BYTES)
     return Fetched(final, True)

@@ -14,42 +14,11 @@ import jinja2
 from packaging.version import InvalidVersion, Version
 
 from .names import NormalizedName
+from .records import FileEntry
 
 API_VERSION = "1.4"  # PEP 700 (1.1), 708 (1.2), 740 (1.3), 792 (1.4)
-PROJECT_STATUSES = ("active", "archived", "quarantined", "deprecated")  # PEP 792
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One distribution file as a listing shows it."""
-
-    filename: str
-    url: str
-    sha256: str | None
-    size: int | None
-    version: str
-    upload_time: str | None = None
-    requires_python: str | None = None
-    metadata_sha256: str | None = None
-    yanked: bool | str = False
-    provenance: str | None = None  # PEP 740: a URL (relative to the page) or None
-
-    @classmethod
-    def from_record(cls, filename: str, rec: Mapping[str, Any], url: str) -> FileEntry:
-        return cls(
-            filename=filename,
-            url=url,
-            sha256=rec["sha256"],
-            size=rec["size"],
-            version=rec["version"],
-            upload_time=rec.get("upload_time"),
-            requires_python=rec.get("requires_python"),
-            metadata_sha256=rec.get("metadata_sha256"),
-            yanked=rec.get("yanked", False),
-            provenance=f"{url}.provenance" if rec.get("provenance_sha256") else None,
-        )
 
 
 def _version_key(version: str) -> tuple[int, Version | str]:

@@ -10,15 +10,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import Settings
-from .errors import Forbidden, NotFound, UpstreamUnavailable
-from .listing import FileEntry, ProjectStatus
+from .errors import Forbidden, NotFound, UpstreamError, UpstreamUnavailable
+from .listing import ProjectStatus
 from .names import NormalizedName, parse_dist_filename
+from .records import AuditEntry, FileEntry, UpstreamListing
+from .render import Admitted
 from .storage import (
     UPSTREAM_DIR,
     Tree,
@@ -27,9 +28,10 @@ from .storage import (
     load_claims,
     locked,
     new_file,
+    touch_only,
     utc_timestamp,
 )
-from .upstream import Upstream, UpstreamError, UpstreamFile, UpstreamListing, pip_index_url
+from .upstream import Upstream, pip_index_url
 
 # -- which upstream: resolved once, recorded, used by everyone ----------------------------------
 
@@ -73,11 +75,17 @@ def make_upstream(settings: Settings) -> Upstream:
 # -- cached listings -----------------------------------------------------------------------------
 
 
-def listing_path(tree: Tree, project: str) -> Path:
+def listing_path(tree: Tree, project: NormalizedName) -> Path:
     return tree.state / "upstream" / f"{project}.json"
 
 
-def load_listing(tree: Tree, project: str) -> UpstreamListing | None:
+def cached_projects(tree: Tree) -> list[str]:
+    """The names with a cached upstream listing (not yet validated), sorted."""
+    folder = tree.state / "upstream"
+    return sorted(p.name[:-5] for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+def load_listing(tree: Tree, project: NormalizedName) -> UpstreamListing | None:
     try:
         return UpstreamListing.from_json(json.loads(listing_path(tree, project).read_bytes()))
     except (FileNotFoundError, ValueError, KeyError, TypeError):
@@ -130,7 +138,7 @@ FRESH_DIR = "fresh"
 FRESH_SLACK = 10  # seconds a listing may be served past upstream.ttl
 
 
-def fresh_dir(tree: Tree, project: str) -> Path:
+def fresh_dir(tree: Tree, project: NormalizedName) -> Path:
     return tree.state / FRESH_DIR / project
 
 
@@ -156,19 +164,11 @@ def stamp_fresh(settings: Settings, listing: UpstreamListing, now: float | None 
     current ten seconds); remove the project's other stamps. Returns the stamps."""
     now = time.time() if now is None else now
     names = fresh_stamps(listing.fetched + settings.upstream_ttl, now)
-    folder = fresh_dir(Tree.of(settings), listing.project)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        os.close(os.open(folder / name, os.O_WRONLY | os.O_CREAT, 0o644))
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.name not in names:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
+    touch_only(fresh_dir(Tree.of(settings), listing.project), names)
     return names
 
 
-def is_claimed(settings: Settings, project: str) -> bool:
+def is_claimed(settings: Settings, project: NormalizedName) -> bool:
     """Claimed and private names never reach the upstream."""
     return settings.is_private(project) or project in load_claims(Tree.of(settings))
 
@@ -236,19 +236,8 @@ def recheck_claims(settings: Settings, upstream: Upstream) -> list[str]:
 # -- overlay and cache-mode listings ------------------------------------------------------------
 
 
-@dataclass
-class Admitted:
-    """The upstream files of a project that the release-age policy lets through now."""
-
-    entries: list[FileEntry] = field(default_factory=list)
-    exceptions: list[tuple[str, str]] = field(default_factory=list)  # (filename, exception)
-    withheld: int = 0  # files left out as too young
-    status: ProjectStatus | None = None  # PEP 792, as the upstream says
-    tracks: tuple[str, ...] = ()  # PEP 708, as the upstream says
-    alternate_locations: tuple[str, ...] = ()
-
-
-def admitted_upstream(settings: Settings, project: str, now: float | None = None) -> Admitted:
+def admitted_upstream(settings: Settings, project: NormalizedName,
+                      now: float | None = None) -> Admitted:
     """The cached upstream files of ``project``, as listed on a page at
     ``<prefix>/<repo or +upstream>/<project>/``: only those old enough for the cooldown
     (``policy.min_age``, ``policy.freeze``) or covered by ``policy.exceptions``; in cache
@@ -275,34 +264,27 @@ def admitted_upstream(settings: Settings, project: str, now: float | None = None
         # offered when its companion file's name would be too long)
         metadata = f.metadata_sha256 if not cache or \
             len(f.filename) + len(".metadata") <= 250 else None
-        admitted.entries.append(FileEntry(
-            f.filename, url, f.sha256, f.size, f.version, f.upload_time, f.requires_python,
-            metadata, f.yanked, provenance))
+        admitted.entries.append(replace(f, url=url, metadata_sha256=metadata,
+                                        provenance=provenance))
     return admitted
 
 
-def upstream_entries(settings: Settings, project: str) -> list[FileEntry]:
+def upstream_entries(settings: Settings, project: NormalizedName) -> list[FileEntry]:
     """The upstream files of ``project`` a listing here offers now (``admitted_upstream``)."""
     return admitted_upstream(settings, project).entries
 
 
-def audit_exceptions(settings: Settings, repo: str, project: str,
+def audit_exceptions(settings: Settings, repo: str, project: NormalizedName,
                      used: list[tuple[str, str]]) -> None:
     """A listing was written that offers files only a ``policy.exceptions`` entry lets
     through: one audit line each."""
     tree = Tree.of(settings)
     for filename, exception in used:
-        append_audit(tree, {"time": utc_timestamp(), "user": None, "action": "policy-exception",
-                            "repo": repo, "project": project, "filename": filename,
-                            "exception": exception})
+        append_audit(tree, AuditEntry(utc_timestamp(), None, "policy-exception", {
+            "repo": repo, "project": project, "filename": filename, "exception": exception}))
 
 
-def tracks(settings: Settings, project: str) -> list[str]:
-    """PEP 708: an overlay listing tracks the upstream's project."""
-    return [make_upstream(settings).project_url(project)]
-
-
-def check_cooldown(settings: Settings, project: str, entry: UpstreamFile) -> str | None:
+def check_cooldown(settings: Settings, project: NormalizedName, entry: FileEntry) -> str | None:
     """Refuse (403, with the reason) an upstream file the release-age policy holds back;
     return the exception that lets it through, if one did."""
     verdict = settings.cooldown.judge(project, entry.version, entry.upload_time, time.time())
@@ -321,7 +303,7 @@ class Fetched:
     downloaded: bool  # False: it was in the cache already
 
 
-def file_lock(project: str, filename: str) -> str:
+def file_lock(project: NormalizedName, filename: str) -> str:
     """One lock per cached file (a filename can be too long for a lock file's name)."""
     return f"+fetch-{project}-{hashlib.sha256(filename.encode()).hexdigest()[:24]}"
 
@@ -335,11 +317,11 @@ def cache_path(settings: Settings, project: NormalizedName, filename: str) -> Pa
         raise NotFound(f"{filename!r} is not a file of {project!r}")
     if is_claimed(settings, project):
         raise NotFound(f"{project!r} is not looked up upstream")
-    return settings.root / UPSTREAM_DIR / project / filename
+    return Tree.of(settings).upstream_dir(project) / filename
 
 
 def listed_file(settings: Settings, upstream: Upstream, project: NormalizedName,
-                filename: str) -> UpstreamFile:
+                filename: str) -> FileEntry:
     """The upstream listing's entry for ``filename`` (404 when it lists no such file)."""
     listing = get_listing(settings, upstream, project)
     entry = listing.file(filename) if listing.found else None
@@ -355,23 +337,20 @@ def fetch_file(settings: Settings, upstream: Upstream, project: NormalizedName,
     (not for ``pin``, an operator's explicit choice by hash), a file the release-age
     policy holds back is refused."""
     final = cache_path(settings, project, filename)
-    folder = final.parent
     tree = Tree.of(settings)
     with locked(tree, file_lock(project, filename)):
         if final.exists():
             return Fetched(final, False)
         entry = listed_file(settings, upstream, project, filename)
         exception = check_cooldown(settings, project, entry) if cooldown else None
-        folder.mkdir(parents=True, exist_ok=True)
         with new_file(final) as out:
             sha256, size = upstream.fetch_file(entry, out, settings.max_upload_bytes * 20)
         try:
-            line = {"time": utc_timestamp(), "user": None, "action": "cache",
-                    "repo": UPSTREAM_DIR, "project": project, "filename": filename,
-                    "sha256": sha256, "size": size, "client": client, "url": entry.url}
+            fields = {"repo": UPSTREAM_DIR, "project": project, "filename": filename,
+                      "sha256": sha256, "size": size, "client": client, "url": entry.url}
             if exception:
-                line["policy_exception"] = exception
-            append_audit(tree, line)
+                fields["policy_exception"] = exception
+            append_audit(tree, AuditEntry(utc_timestamp(), None, "cache", fields))
         except BaseException:
             with contextlib.suppress(OSError):
                 Writer().remove(final)  # not kept without its audit line
@@ -408,7 +387,7 @@ def fetch_provenance(settings: Settings, upstream: Upstream, project: Normalized
     if is_claimed(settings, project):
         raise NotFound(f"{project!r} is not looked up upstream")
     tree = Tree.of(settings)
-    final = settings.root / UPSTREAM_DIR / project / f"{filename}{PROVENANCE_SUFFIX}"
+    final = Tree.of(settings).upstream_dir(project) / f"{filename}{PROVENANCE_SUFFIX}"
     with locked(tree, f"+fetch-{project}"):
         if final.exists():
             return Fetched(final, False)
@@ -427,15 +406,13 @@ def fetch_provenance(settings: Settings, upstream: Upstream, project: Normalized
         finally:
             resp.close()
         check_provenance(body, repr(filename))
-        final.parent.mkdir(parents=True, exist_ok=True)
         with new_file(final) as out:
             out.write(body)
         try:
-            append_audit(tree, {"time": utc_timestamp(), "user": None,
-                                "action": "cache-provenance", "repo": UPSTREAM_DIR,
-                                "project": project, "filename": filename,
-                                "sha256": hashlib.sha256(body).hexdigest(),
-                                "client": client, "url": entry.provenance})
+            append_audit(tree, AuditEntry(utc_timestamp(), None, "cache-provenance", {
+                "repo": UPSTREAM_DIR, "project": project, "filename": filename,
+                "sha256": hashlib.sha256(body).hexdigest(), "client": client,
+                "url": entry.provenance}))
         except BaseException:
             with contextlib.suppress(OSError):
                 Writer().remove(final)

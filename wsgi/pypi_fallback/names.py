@@ -8,7 +8,7 @@ filename is used as a path.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NewType
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -26,6 +26,7 @@ from .errors import InvalidFilename, InvalidName
 __all__ = [
     "Dist",
     "NormalizedName",
+    "RepoName",
     "canonicalize_name",
     "is_normalized_name",
     "parse_dist_filename",
@@ -33,6 +34,10 @@ __all__ = [
     "parse_normalized_name",
     "check_safe_filename",
 ]
+
+# A repository's name, as ``[repos.<name>]`` in the config declares it (checked there:
+# lowercase letters, digits and '-'); a plain str is a name not checked yet.
+RepoName = NewType("RepoName", str)
 
 MAX_FILENAME_BYTES = 255
 METADATA_SUFFIX = ".metadata"  # PEP 658: <file>.metadata beside each wheel

@@ -43,7 +43,7 @@ from . import mirror
 from .archive import inspect_dist
 from .config import Settings
 from .errors import PyPIFallbackError
-from .names import NormalizedName, is_normalized_name, parse_dist_filename
+from .names import NormalizedName, RepoName, is_normalized_name, parse_dist_filename
 from .pagehtml import (
     PAGES_URL,
     FileRow,
@@ -62,16 +62,16 @@ from .pagehtml import (
     search_entry,
     static_files,
 )
+from .records import CLAIM_REASONS, AuditEntry, FileRecord, ProjectRecord
 from .storage import (
-    CLAIM_REASONS,
     PAGES_DIR,
-    UPSTREAM_DIR,
     Tree,
     Volatile,
     Writer,
     load_claims,
     load_record,
     locked,
+    read_range,
 )
 
 # Bumped when what a page shows changes, so that regen-index renders every page again.
@@ -133,18 +133,16 @@ def fold_audit(tree: Tree) -> set[NormalizedName]:
             offset = 0
         if offset == st.st_size:
             return set()
-        with open(tree.audit_log, "rb") as f:
-            f.seek(offset)
-            data = f.read(st.st_size - offset)
+        data = read_range(tree.audit_log, offset, st.st_size)
         end = data.rfind(b"\n") + 1  # a line being appended is read next time
-        new: dict[NormalizedName, list[dict[str, Any]]] = {}
+        new: dict[NormalizedName, list[AuditEntry]] = {}
         for line in data[:end].splitlines():
             try:
-                entry = json.loads(line)
+                entry = AuditEntry.from_json(json.loads(line))
             except ValueError:
                 continue
-            project = entry.get("project") if isinstance(entry, dict) else None
-            if isinstance(project, str) and is_normalized_name(project):
+            project = entry.project if entry is not None else None
+            if entry is not None and project is not None and is_normalized_name(project):
                 new.setdefault(NormalizedName(project), []).append(entry)
         writer = Volatile()
         damaged = False
@@ -156,7 +154,7 @@ def fold_audit(tree: Tree) -> set[NormalizedName]:
                 damaged = path.exists()
                 trail = []
             seen = {_dump(e) for e in trail}
-            trail += [e for e in entries if _dump(e) not in seen]
+            trail += [e.to_json() for e in entries if _dump(e.to_json()) not in seen]
             writer.write(path, _dump(trail[-TRAIL_KEEP:]))
         if damaged and offset:
             writer.remove(mark_path)
@@ -165,9 +163,10 @@ def fold_audit(tree: Tree) -> set[NormalizedName]:
         return set(new)
 
 
-def _trail(tree: Tree, project: str) -> list[dict[str, Any]]:
+def _trail(tree: Tree, project: NormalizedName) -> list[AuditEntry]:
     trail = _load_json(_state(tree) / "trails" / f"{project}.json", [])
-    return [e for e in trail if isinstance(e, dict)] if isinstance(trail, list) else []
+    entries = [AuditEntry.from_json(e) for e in trail] if isinstance(trail, list) else []
+    return [e for e in entries if e is not None]
 
 
 # -- a project page ----------------------------------------------------------------------------
@@ -192,26 +191,26 @@ def _yank(value: Any) -> str | None:
     return value if isinstance(value, str) else ""
 
 
-def _detail(entry: dict[str, Any]) -> str:
-    if entry.get("action") == "promote" and entry.get("from"):
-        return f"from {entry['from']}"
+def _detail(entry: AuditEntry) -> str:
+    if entry.action == "promote" and entry.get("from"):
+        return f"from {entry.get('from')}"
     if entry.get("reason"):
-        return str(entry["reason"])
+        return str(entry.get("reason"))
     if entry.get("claim"):
         return "claimed the name"  # a new name, never looked up upstream again
     return ""
 
 
-def _metadata(settings: Settings, tree: Tree, repo: str, project: NormalizedName,
-              filename: str, rec: dict[str, Any], writer: Writer) -> bytes | None:
+def _metadata(settings: Settings, tree: Tree, repo: RepoName, project: NormalizedName,
+              filename: str, rec: FileRecord, writer: Writer) -> bytes | None:
     """The core metadata of a published file: a wheel's ``.metadata`` beside it, else the
     copy kept in the state folder, else read from the archive once and kept."""
     path = tree.project_dir(repo, project) / filename
-    if rec.get("metadata_sha256"):
+    if rec.metadata_sha256:
         raw = _read(path.with_name(filename + ".metadata"))
         if raw is not None:
             return raw
-    kept = _state(tree) / "metadata" / str(rec.get("sha256"))
+    kept = _state(tree) / "metadata" / rec.sha256
     raw = _read(kept)
     if raw is not None:
         return raw
@@ -232,7 +231,7 @@ def _inputs(settings: Settings, tree: Tree, project: NormalizedName, claim: str 
     raw["upstream"] = _read(mirror.listing_path(tree, project))
     if settings.fallback_mode == "cache":
         with contextlib.suppress(FileNotFoundError):
-            raw["cached"] = "\n".join(sorted(os.listdir(settings.root / UPSTREAM_DIR / project))
+            raw["cached"] = "\n".join(sorted(os.listdir(tree.upstream_dir(project)))
                                       ).encode()
     h = hashlib.sha256(f"{PAGE_VERSION}\n{settings.url_prefix}\n{claim}\n"
                        f"{settings.is_overlay(project)}\n".encode())
@@ -244,37 +243,68 @@ def _inputs(settings: Settings, tree: Tree, project: NormalizedName, claim: str 
     return h.hexdigest(), raw
 
 
+Rows = dict[str, dict[str, Any]]  # filename -> the fields of its row on the page
+
+
 def project_view(settings: Settings, tree: Tree, project: NormalizedName,
                  claim: str | None, writer: Writer) -> ProjectView | None:
     """What the page of ``project`` shows; None when nothing was ever published here."""
     records = {repo: load_record(tree, repo, project) for repo in settings.repos}
-    if not any(r["files"] or r["tombstones"] for r in records.values()):
+    if not any(r.files or r.tombstones for r in records.values()):
         return None
     trail = _trail(tree, project)
+    rows = _local_rows(project, records, trail)
+    _add_removed_rows(records, rows)
+    public = settings.is_overlay(project) or any(
+        rec.pinned for r in records.values() for rec in r.files.values())
+    if public:
+        _add_upstream_rows(settings, tree, project, rows)
+    versions = _version_rows(rows)
+    latest, metadata = _described(settings, tree, project, rows, versions, writer)
+    holders = [repo for repo, record in records.items() if record.files]
+    install = tuple(Install(repo, f"../../{repo}/", f"{settings.url_prefix}/{repo}/")
+                    for repo in settings.repos
+                    if set(settings.chain(repo)) & set(holders)
+                    or (public and settings.reaches_upstream(repo)))
+    trail_rows = tuple(TrailRow(
+        time=e.time, user=e.user or "upstream cache",
+        action=e.action, repo=str(e.get("repo", "")),
+        filename=str(e.get("filename", "")), detail=_detail(e))
+        for e in reversed(trail))
+    return ProjectView(
+        name=project, latest=latest, metadata=metadata, versions=versions, install=install,
+        trail=trail_rows, overlay=settings.is_overlay(project),
+        claimed=CLAIM_REASONS.get(claim or "", claim), repos=tuple(holders),
+        status=tuple((repo, state.status, state.reason) for repo in holders
+                     if (state := records[repo].status) is not None))
+
+
+def _local_rows(project: NormalizedName, records: dict[RepoName, ProjectRecord],
+                trail: list[AuditEntry]) -> Rows:
+    """A row for each file published here, with every repo holding it and its yanks."""
     uploader: dict[tuple[str, str], str] = {}
     for e in trail:
-        if e.get("action") in ("upload", "pin") and e.get("user"):
-            uploader[(str(e.get("repo")), str(e.get("filename")))] = str(e["user"])
-
-    rows: dict[str, dict[str, Any]] = {}  # filename -> the row's fields
+        if e.action in ("upload", "pin") and e.user:
+            uploader[(str(e.get("repo")), str(e.get("filename")))] = e.user
+    rows: Rows = {}
     for repo, record in records.items():
-        for filename, rec in sorted(record["files"].items()):
-            if rec.get("pinned"):
+        for filename, rec in sorted(record.files.items()):
+            if rec.pinned:
                 label = f"pinned in {repo}"
-            elif rec.get("promoted_from"):
-                label = f"{repo} (promoted from {rec['promoted_from']})"
+            elif rec.promoted_from:
+                label = f"{repo} (promoted from {rec.promoted_from})"
             else:
                 label = repo
             row = rows.setdefault(filename, {
                 "filename": filename, "url": f"../../{repo}/{project}/{filename}",
-                "size": rec.get("size"), "sha256": rec.get("sha256"),
-                "upload_time": rec.get("upload_time"), "uploader": None, "where": [],
-                "yanked": None, "yanks": {}, "version": str(rec.get("version", "")),
+                "size": rec.size, "sha256": rec.sha256,
+                "upload_time": rec.upload_time or None, "uploader": None, "where": [],
+                "yanked": None, "yanks": {}, "version": rec.version,
                 "repo": repo, "rec": rec})
             row["where"].append(label)
             row["uploader"] = row["uploader"] or uploader.get((repo, filename))
-            if _yank(rec.get("yanked")) is not None:
-                row["yanks"][repo] = _yank(rec.get("yanked"))
+            if _yank(rec.yanked) is not None:
+                row["yanks"][repo] = _yank(rec.yanked)
     for row in rows.values():
         yanks = row["yanks"]
         if yanks and len(yanks) == len(row["where"]) and len(set(yanks.values())) == 1:
@@ -282,77 +312,67 @@ def project_view(settings: Settings, tree: Tree, project: NormalizedName,
         elif yanks:
             row["yanked"] = "; ".join(f"in {repo}" + (f": {why}" if why else "")
                                       for repo, why in yanks.items())
-    local = set(rows)
+    return rows
+
+
+def _add_removed_rows(records: dict[RepoName, ProjectRecord], rows: Rows) -> None:
+    """A row for each file removed here (its tombstone) and not published anywhere."""
     for repo, record in records.items():
-        for filename, stone in sorted(record["tombstones"].items()):
-            if filename in local or filename in rows:
+        for filename, stone in sorted(record.tombstones.items()):
+            if filename in rows:
                 continue
             try:
                 version = str(parse_dist_filename(filename).version)
             except PyPIFallbackError:
                 continue
             rows[filename] = {"filename": filename, "url": "", "size": None,
-                              "sha256": stone.get("sha256"), "upload_time": stone.get("time"),
-                              "uploader": stone.get("by"), "where": [repo], "yanked": None,
-                              "removed": str(stone.get("why") or ""), "version": version}
-    public = settings.is_overlay(project) or any(
-        rec.get("pinned") for r in records.values() for rec in r["files"].values())
-    if public:
-        cached = settings.root / UPSTREAM_DIR / project
-        for entry in mirror.upstream_entries(settings, project):
-            if entry.filename in rows:
-                continue
-            here = settings.fallback_mode == "cache" and (cached / entry.filename).exists()
-            rows[entry.filename] = {
-                "filename": entry.filename, "url": _link(entry.url), "size": entry.size,
-                "sha256": entry.sha256, "upload_time": entry.upload_time, "uploader": None,
-                "where": ["cached from upstream" if here else "upstream"],
-                "yanked": _yank(entry.yanked), "version": entry.version}
+                              "sha256": stone.sha256 or None, "upload_time": stone.time or None,
+                              "uploader": stone.by, "where": [repo], "yanked": None,
+                              "removed": stone.why, "version": version}
 
+
+def _add_upstream_rows(settings: Settings, tree: Tree, project: NormalizedName,
+                       rows: Rows) -> None:
+    """A public project: a row for each upstream file a listing here offers."""
+    cached = tree.upstream_dir(project)
+    for entry in mirror.upstream_entries(settings, project):
+        if entry.filename in rows:
+            continue
+        here = settings.fallback_mode == "cache" and (cached / entry.filename).exists()
+        rows[entry.filename] = {
+            "filename": entry.filename, "url": _link(entry.url), "size": entry.size,
+            "sha256": entry.sha256, "upload_time": entry.upload_time, "uploader": None,
+            "where": ["cached from upstream" if here else "upstream"],
+            "yanked": _yank(entry.yanked), "version": entry.version}
+
+
+def _version_rows(rows: Rows) -> tuple[VersionRow, ...]:
     by_version: dict[str, list[FileRow]] = {}
     for row in sorted(rows.values(), key=lambda r: r["filename"]):
         by_version.setdefault(row["version"], []).append(FileRow(
             filename=row["filename"], url=row["url"], size=row["size"], sha256=row["sha256"],
             upload_time=row["upload_time"], uploader=row["uploader"],
             where=tuple(row["where"]), yanked=row["yanked"], removed=row.get("removed")))
-    versions = tuple(VersionRow(v, tuple(files)) for v, files in
-                     sorted(by_version.items(), key=lambda kv: _version_key(kv[0]),
-                            reverse=True))
+    return tuple(VersionRow(v, tuple(files)) for v, files in
+                 sorted(by_version.items(), key=lambda kv: _version_key(kv[0]), reverse=True))
 
-    # the newest local release that is not yanked (else the newest local one) is described
+
+def _described(settings: Settings, tree: Tree, project: NormalizedName, rows: Rows,
+               versions: tuple[VersionRow, ...], writer: Writer) -> tuple[str, Metadata]:
+    """The release the page describes, and its metadata: the newest local release that is
+    not yanked (else the newest local one; else the newest listed, without metadata)."""
     live = [r for r in rows.values() if "rec" in r]
     choice = sorted(live, key=lambda r: (r["yanked"] is None, _version_key(r["version"]),
                                          r["filename"].endswith(".whl")))
-    metadata = Metadata()
-    latest = versions[0].version if versions else ""
-    if choice:
-        best = choice[-1]
-        latest = best["version"]
-        for r in sorted((r for r in live if r["version"] == latest),
-                        key=lambda r: not r["filename"].endswith(".whl")):
-            raw = _metadata(settings, tree, r["repo"], project, r["filename"], r["rec"],
-                            writer)
-            if raw is not None:
-                metadata = parse_metadata(raw)
-                break
-
-    holders = [repo for repo, record in records.items() if record["files"]]
-    install = tuple(Install(repo, f"../../{repo}/", f"{settings.url_prefix}/{repo}/")
-                    for repo in settings.repos
-                    if set(settings.chain(repo)) & set(holders)
-                    or (public and settings.reaches_upstream(repo)))
-    trail_rows = tuple(TrailRow(
-        time=str(e.get("time", "")), user=str(e.get("user") or "upstream cache"),
-        action=str(e.get("action", "")), repo=str(e.get("repo", "")),
-        filename=str(e.get("filename", "")), detail=_detail(e))
-        for e in reversed(trail))
-    return ProjectView(
-        name=project, latest=latest, metadata=metadata, versions=versions, install=install,
-        trail=trail_rows, overlay=settings.is_overlay(project),
-        claimed=CLAIM_REASONS.get(claim or "", claim), repos=tuple(holders),
-        status=tuple((repo, records[repo]["status"]["status"],
-                      records[repo]["status"].get("reason")) for repo in holders
-                     if isinstance(records[repo].get("status"), dict)))
+    if not choice:
+        return (versions[0].version if versions else ""), Metadata()
+    latest = choice[-1]["version"]
+    for r in sorted((r for r in live if r["version"] == latest),
+                    key=lambda r: not r["filename"].endswith(".whl")):
+        raw = _metadata(settings, tree, r["repo"], project, r["filename"], r["rec"], writer)
+        if raw is not None:
+            return latest, parse_metadata(raw)
+    return latest, Metadata()
 
 
 def refresh_projects(settings: Settings, projects: Iterable[str], *, force: bool = False,
@@ -408,10 +428,7 @@ def _refresh_one(settings: Settings, tree: Tree, project: NormalizedName, claim:
 def _recent(tree: Tree) -> list[Recent]:
     """The newest uploads and promotions, from the end of the audit log."""
     try:
-        with open(tree.audit_log, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - TAIL_BYTES))
-            data = f.read()
+        data = read_range(tree.audit_log, -TAIL_BYTES)
     except FileNotFoundError:
         return []
     lines = data.splitlines()
@@ -420,15 +437,14 @@ def _recent(tree: Tree) -> list[Recent]:
     found: list[Recent] = []
     for line in reversed(lines):
         try:
-            e = json.loads(line)
+            e = AuditEntry.from_json(json.loads(line))
         except ValueError:
             continue
-        if not isinstance(e, dict) or e.get("action") not in RECENT_ACTIONS:
+        if e is None or e.action not in RECENT_ACTIONS:
             continue
-        if not is_normalized_name(str(e.get("project", ""))):
+        if e.project is None or not is_normalized_name(e.project):
             continue
-        found.append(Recent(str(e.get("time", "")), str(e.get("user") or ""),
-                            str(e["action"]), str(e.get("repo", "")), str(e["project"]),
+        found.append(Recent(e.time, e.user or "", e.action, str(e.get("repo", "")), e.project,
                             str(e.get("filename", "")), _detail(e)))
         if len(found) >= RECENT:
             break
@@ -528,7 +544,7 @@ class PageRefresher:
         self._scheduled = False
         self._timer: threading.Timer | None = None
 
-    def has_page(self, project: str) -> bool:
+    def has_page(self, project: NormalizedName) -> bool:
         """A local project (an overlay, or one with pinned files) has a page; a project
         only cached from the upstream has none."""
         return self.settings.pages and (pages_root(self.settings) / project).is_dir()

@@ -12,10 +12,9 @@ import functools
 import hashlib
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,28 +23,35 @@ from packaging.version import InvalidVersion, Version
 
 from . import mirror
 from .config import Settings
-from .errors import BadRequest, FileExists, Forbidden, NotFound, PyPIFallbackError
-from .listing import PROJECT_STATUSES
-from .names import NormalizedName, parse_dist_filename, parse_project_name
+from .errors import BadRequest, FileExists, Forbidden, NotFound, VerifyFailed
+from .names import NormalizedName, RepoName, parse_dist_filename, parse_project_name
 from .pages import refresh as refresh_pages
-from .regen import SIDECAR_KEYS, SIDECARS, Records, Report, refresh_roots, render_project
+from .records import (
+    PROJECT_STATUSES,
+    SIDECARS,
+    AuditEntry,
+    FileRecord,
+    ProjectRecord,
+    StatusRecord,
+    Tombstone,
+)
+from .regen import Records, publish_listings, publish_listings_undoable, refresh_roots
+from .scan import Report
 from .storage import (
     Tree,
     Undo,
     Writer,
     append_audit,
-    dump_record,
+    copy_to_tmp,
+    discard,
     load_record,
     locked,
+    read_lines,
+    remove_empty_dir,
     sha256_file,
-    tmp_path,
     utc_timestamp,
 )
 from .upstream import Upstream
-
-
-class VerifyFailed(PyPIFallbackError):
-    pass
 
 
 def parse_spec(spec: str, where: str | None = None) -> tuple[NormalizedName, Version]:
@@ -69,24 +75,27 @@ def parse_spec(spec: str, where: str | None = None) -> tuple[NormalizedName, Ver
     return parse_project_name(req.name, f"name in {spec!r}"), version
 
 
-def _release_files(record: dict[str, Any], version: Version) -> list[str]:
+def _release_files(record: ProjectRecord, version: Version) -> list[str]:
     found = []
-    for name, rec in record["files"].items():
+    for name, rec in record.files.items():
         with contextlib.suppress(InvalidVersion):
-            if Version(rec["version"]) == version:
+            if Version(rec.version) == version:
                 found.append(name)
     return sorted(found)
 
 
-def _check_repo(settings: Settings, repo: str) -> None:
-    if repo not in settings.repos:
-        raise NotFound(f"No such repository {repo!r} (known: {', '.join(settings.repos)})")
+def _check_repo(settings: Settings, repo: str) -> RepoName:
+    """A repository named by an operator, checked against the config."""
+    name = settings.repo_named(repo)
+    if name is not None:
+        return name
+    raise NotFound(f"No such repository {repo!r} (known: {', '.join(settings.repos)})")
 
 
-def _rebuild(settings: Settings, tree: Tree, project: NormalizedName, repo: str,
+def _rebuild(settings: Settings, tree: Tree, project: NormalizedName, repo: RepoName,
              records: Records) -> None:
-    roots = render_project(settings, tree, project, settings.dependents(repo), records,
-                           Writer(), Report())
+    roots = publish_listings(settings, tree, project, settings.dependents(repo), records,
+                             Writer(), Report())
     if roots:
         refresh_roots(settings, settings.viewers(roots))
     refresh_pages(settings, [project])  # pages for people (pages.py)
@@ -99,13 +108,13 @@ class Copy:
     name: str
     src: Path
     metadata: Path | None
-    rec: dict[str, Any]
-    audit: dict[str, Any]
+    rec: FileRecord
+    audit: AuditEntry
     sha256: str
     sidecars: tuple[tuple[str, Path], ...] = ()  # (".provenance", path): kept beside it
 
 
-def _publish_copies(settings: Settings, tree: Tree, project: NormalizedName, repo: str,
+def _publish_copies(settings: Settings, tree: Tree, project: NormalizedName, repo: RepoName,
                     records: Records, copies: list[Copy], **extra: Any) -> None:
     """Copy files into ``repo`` under the project lock: each into a temporary file (its
     sha256 checked), then the metadata and the record (entries marked pending), then the
@@ -113,10 +122,9 @@ def _publish_copies(settings: Settings, tree: Tree, project: NormalizedName, rep
     record = records[(repo, project)]
     folder = tree.project_dir(repo, project)
     made_folder = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
     undo = Undo()
     if made_folder:
-        undo.then(lambda: _rmdir_if_empty(folder))
+        undo.then(lambda: remove_empty_dir(folder))
     staged: list[tuple[Copy, Path, Path]] = []
     try:
         for copy in copies:
@@ -124,79 +132,55 @@ def _publish_copies(settings: Settings, tree: Tree, project: NormalizedName, rep
             if os.path.lexists(final):
                 raise FileExists(f"File already exists: {repo}/{project}/{copy.name} is on "
                                  "disk, waiting for regen-index")
-            tmp = tmp_path(final)
+            tmp = copy_to_tmp(copy.src, final)
             staged.append((copy, tmp, final))
-            undo.then(functools.partial(_unlink, tmp), first=True)
-            with open(copy.src, "rb") as fin, open(tmp, "xb") as fout:
-                shutil.copyfileobj(fin, fout, 1024 * 1024)
-                fout.flush()
-                os.fsync(fout.fileno())
+            undo.then(functools.partial(discard, tmp), first=True)
             if sha256_file(tmp) != copy.sha256:  # the copy is what was asked for
                 raise VerifyFailed(f"copy of {copy.name} does not match its sha256")
-            record["files"][copy.name] = {**copy.rec, "pending": True}
-        undo.write(tree.record_path(repo, project), dump_record(record), guard=True)
+            record.files[copy.name] = replace(copy.rec, pending=True)
+        undo.write(tree.record_path(repo, project), record.dump(), guard=True)
         for copy, _, final in staged:
             if copy.metadata is not None and copy.metadata.exists():
                 undo.write(final.with_name(final.name + ".metadata"), copy.metadata.read_bytes())
             for suffix, src in copy.sidecars:
                 data = src.read_bytes()
-                if hashlib.sha256(data).hexdigest() != copy.rec.get(SIDECAR_KEYS[suffix]):
+                if hashlib.sha256(data).hexdigest() != copy.rec.sidecar_sha256(suffix):
                     raise VerifyFailed(f"{src} does not match its recorded sha256; run verify")
                 undo.write(final.with_name(final.name + suffix), data)
         for copy, tmp, final in staged:
             if not undo.link_new(tmp, final):
                 raise FileExists(f"File already exists: {repo}/{project}/{copy.name}")
-            os.unlink(tmp)
-            record["files"][copy.name] = _new_entry(copy.rec, final, **extra)
-
-        def rerender() -> None:
-            for key in records:
-                records[key].pop("listing", None)  # a listing half-written: write it again
-            render_project(settings, tree, project, settings.dependents(repo), records,
-                           Writer(), Report(), set())
-
+            discard(tmp)
+            record.files[copy.name] = _new_entry(copy.rec, final, **extra)
         undo.then(lambda: refresh_roots(settings, settings.dependents(repo)))
-        undo.then(rerender)
-        roots = render_project(settings, tree, project, settings.dependents(repo), records,
-                               Writer(), Report(), set())
+        roots = publish_listings_undoable(settings, tree, project, repo, records, undo)
         if roots:
             refresh_roots(settings, settings.viewers(roots))
         for copy in copies:
             append_audit(tree, copy.audit)
-        Writer().write(tree.record_path(repo, project), dump_record(record))
+        Writer().write(tree.record_path(repo, project), record.dump())
     except BaseException:
         for copy in copies:
-            record["files"].pop(copy.name, None)
+            record.files.pop(copy.name, None)
         undo.rollback()
         raise
     finally:
         for _, tmp, _ in staged:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            discard(tmp)
     undo.commit()
 
 
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _rmdir_if_empty(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.rmdir()
-
-
-def _new_entry(rec: dict[str, Any], final: Path, **extra: Any) -> dict[str, Any]:
+def _new_entry(rec: FileRecord, final: Path, **extra: Any) -> FileRecord:
     """A copied file's record: its upload time is when it entered this repository."""
     st = final.stat()
-    return {**rec, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "yanked": False,
-            "upload_time": utc_timestamp(), **extra}
+    return replace(rec, size=st.st_size, mtime_ns=st.st_mtime_ns, yanked=False,
+                   upload_time=utc_timestamp(), **extra)
 
 
-def _sidecars(folder: Path, name: str, rec: dict[str, Any]) -> tuple[tuple[str, Path], ...]:
+def _sidecars(folder: Path, name: str, rec: FileRecord) -> tuple[tuple[str, Path], ...]:
     """The files kept beside ``name`` that its record vouches for."""
     return tuple((suffix, folder / f"{name}{suffix}") for suffix in SIDECARS
-                 if rec.get(SIDECAR_KEYS[suffix]))
+                 if rec.sidecar_sha256(suffix))
 
 
 @dataclass
@@ -211,8 +195,7 @@ class Outcome:
 def promote(settings: Settings, spec: str, src: str, dst: str, operator: str) -> Outcome:
     """Copy every file of a release from ``src`` to ``dst``, hashes verified."""
     project, version = parse_spec(spec)
-    _check_repo(settings, src)
-    _check_repo(settings, dst)
+    src, dst = _check_repo(settings, src), _check_repo(settings, dst)
     if src == dst:
         raise BadRequest("--from and --to name the same repository")
     tree = Tree.of(settings)
@@ -224,31 +207,31 @@ def promote(settings: Settings, spec: str, src: str, dst: str, operator: str) ->
         if not names:
             raise NotFound(f"No files of {project}=={version} in {src}")
         for name in names:
-            rec = source["files"][name]
+            rec = source.files[name]
             path = tree.project_dir(src, project) / name
-            if not path.exists() or sha256_file(path) != rec["sha256"]:
+            if not path.exists() or sha256_file(path) != rec.sha256:
                 raise VerifyFailed(f"{src}/{project}/{name} is missing or differs from its "
                                    "recorded sha256; run verify")
-            there = target["files"].get(name)
-            if there and there["sha256"] == rec["sha256"]:
+            there = target.files.get(name)
+            if there and there.sha256 == rec.sha256:
                 outcome.skipped.append(name)
                 continue
-            if there or name in target["tombstones"]:
+            if there or name in target.tombstones:
                 raise FileExists(f"File already exists: {dst}/{project}/{name} with other "
                                  "contents (or removed); nothing promoted")
         copies = []
         for name in names:
             if name in outcome.skipped:
                 continue
-            rec = source["files"][name]
+            rec = source.files[name]
             folder = tree.project_dir(src, project)
             copies.append(Copy(name, folder / name,
-                               folder / f"{name}.metadata" if rec.get("metadata_sha256")
-                               else None, rec,
-                               {"time": utc_timestamp(), "user": operator, "action": "promote",
-                                "repo": dst, "from": src, "project": project, "filename": name,
-                                "sha256": rec["sha256"], "size": rec["size"]}, rec["sha256"],
-                               _sidecars(folder, name, rec)))
+                               folder / f"{name}.metadata" if rec.metadata_sha256 else None,
+                               rec,
+                               AuditEntry(utc_timestamp(), operator, "promote", {
+                                   "repo": dst, "from": src, "project": project,
+                                   "filename": name, "sha256": rec.sha256, "size": rec.size}),
+                               rec.sha256, _sidecars(folder, name, rec)))
             outcome.copied.append(name)
         if copies:
             _publish_copies(settings, tree, project, dst, records, copies, promoted_from=src)
@@ -259,10 +242,8 @@ def promote(settings: Settings, spec: str, src: str, dst: str, operator: str) ->
 
 
 def _repos_holding(settings: Settings, tree: Tree, project: NormalizedName, version: Version,
-                   repo: str | None) -> list[str]:
-    repos = [repo] if repo else list(settings.repos)
-    for r in repos:
-        _check_repo(settings, r)
+                   repo: str | None) -> list[RepoName]:
+    repos = [_check_repo(settings, repo)] if repo else list(settings.repos)
     return [r for r in repos if _release_files(load_record(tree, r, project), version)]
 
 
@@ -281,12 +262,14 @@ def yank(settings: Settings, spec: str, reason: str | None, repo: str | None, op
             records: Records = {}
             record = records[(r, project)] = load_record(tree, r, project)
             for name in _release_files(record, version):
-                record["files"][name]["yanked"] = False if undo else (reason or True)
+                record.files[name] = replace(record.files[name],
+                                             yanked=False if undo else (reason or True))
                 changed.append(f"{r}/{project}/{name}")
-                append_audit(tree, {"time": utc_timestamp(), "user": operator,
-                                    "action": "unyank" if undo else "yank", "repo": r,
-                                    "project": project, "filename": name, "reason": reason})
-            Writer().write(tree.record_path(r, project), dump_record(record))
+                append_audit(tree, AuditEntry(utc_timestamp(), operator,
+                                              "unyank" if undo else "yank", {
+                                                  "repo": r, "project": project,
+                                                  "filename": name, "reason": reason}))
+            Writer().write(tree.record_path(r, project), record.dump())
             _rebuild(settings, tree, project, r, records)
     return changed
 
@@ -296,7 +279,7 @@ def remove(settings: Settings, spec: str, repo: str, operator: str, force: bool 
     """Delete a release (or one file of it) from ``repo``, leaving tombstones: the names
     are never published again. A repo others fall back to needs ``force``."""
     project, version = parse_spec(spec)
-    _check_repo(settings, repo)
+    repo = _check_repo(settings, repo)
     if len(settings.dependents(repo)) > 1 and not force:
         raise Forbidden(f"{repo} is a repository others fall back to; removing from it needs "
                         "--force (consider yank instead)")
@@ -314,16 +297,16 @@ def remove(settings: Settings, spec: str, repo: str, operator: str, force: bool 
         folder = tree.project_dir(repo, project)
         writer = Writer()
         for name in names:
-            old = record["files"].pop(name)
-            record["tombstones"][name] = {"sha256": old["sha256"], "time": utc_timestamp(),
-                                          "why": reason or "removed", "by": operator}
+            old = record.files.pop(name)
+            record.tombstones[name] = Tombstone(old.sha256, utc_timestamp(),
+                                                reason or "removed", operator)
             writer.remove(folder / name)
             for suffix in (".metadata", *SIDECARS):
                 writer.remove(folder / f"{name}{suffix}")
-            append_audit(tree, {"time": utc_timestamp(), "user": operator, "action": "remove",
-                                "repo": repo, "project": project, "filename": name,
-                                "sha256": old["sha256"], "reason": reason})
-        writer.write(tree.record_path(repo, project), dump_record(record))
+            append_audit(tree, AuditEntry(utc_timestamp(), operator, "remove", {
+                "repo": repo, "project": project, "filename": name, "sha256": old.sha256,
+                "reason": reason}))
+        writer.write(tree.record_path(repo, project), record.dump())
         _rebuild(settings, tree, project, repo, records)
     return [f"{repo}/{project}/{n}" for n in names]
 
@@ -407,7 +390,7 @@ def pin(settings: Settings, pins: list[Pin], repo: str, operator: str,
         progress: Progress | None = None) -> Outcome:
     """Copy each pinned file (by its hash) into ``repo``: from a local repo if one holds it,
     else through the upstream cache; kept for good, whatever the upstream does later."""
-    _check_repo(settings, repo)
+    repo = _check_repo(settings, repo)
     tree = Tree.of(settings)
     upstream = mirror.make_upstream(settings)
     outcome = Outcome()
@@ -419,21 +402,21 @@ def pin(settings: Settings, pins: list[Pin], repo: str, operator: str,
                                 for r in settings.repos}
             target = records[(repo, item.project)]
             wanted = set(item.hashes)
-            for name, rec in target["files"].items():
-                if rec["sha256"] in wanted:
-                    wanted.discard(rec["sha256"])
+            for name, rec in target.files.items():
+                if rec.sha256 in wanted:
+                    wanted.discard(rec.sha256)
                     outcome.skipped.append(f"{item.project}/{name}")
             copies = []
             for digest in sorted(wanted):
                 name, src, rec, sidecars = _find_pinned(settings, tree, upstream, item, digest,
                                                         records)
-                if name in target["files"] or name in target["tombstones"]:
+                if name in target.files or name in target.tombstones:
                     raise FileExists(f"{item.where}: {repo}/{item.project}/{name} exists with "
                                      "other contents (or was removed)")
                 copies.append(Copy(name, src, None, rec,
-                                   {"time": utc_timestamp(), "user": operator,
-                                    "action": "pin", "repo": repo, "project": item.project,
-                                    "filename": name, "sha256": digest, "size": rec["size"]},
+                                   AuditEntry(utc_timestamp(), operator, "pin", {
+                                       "repo": repo, "project": item.project,
+                                       "filename": name, "sha256": digest, "size": rec.size}),
                                    digest, sidecars))
             try:
                 if copies:
@@ -447,15 +430,15 @@ def pin(settings: Settings, pins: list[Pin], repo: str, operator: str,
 
 def _find_pinned(settings: Settings, tree: Tree, upstream: Upstream, item: Pin,
                  digest: str, records: Records
-                 ) -> tuple[str, Path, dict[str, Any], tuple[tuple[str, Path], ...]]:
+                 ) -> tuple[str, Path, FileRecord, tuple[tuple[str, Path], ...]]:
     """The pinned file: from a local repo, else from the upstream (through the cache, with
     its PEP 740 provenance when the upstream lists one). Pinning is an operator's choice by
     hash: the release-age policy does not hold it back."""
     for (r, _), record in records.items():
-        for name, rec in record["files"].items():
-            if rec["sha256"] == digest:
+        for name, rec in record.files.items():
+            if rec.sha256 == digest:
                 folder = tree.project_dir(r, item.project)
-                return name, folder / name, dict(rec), _sidecars(folder, name, rec)
+                return name, folder / name, rec, _sidecars(folder, name, rec)
     if mirror.is_claimed(settings, item.project):
         raise NotFound(f"{item.where}: {item.project} is a local (claimed) name and no local "
                        f"file has sha256 {digest}")
@@ -467,15 +450,16 @@ def _find_pinned(settings: Settings, tree: Tree, upstream: Upstream, item: Pin,
                                  f"not version {item.version}")
             fetched = mirror.fetch_file(settings, upstream, item.project, f.filename,
                                         cooldown=False)
-            rec = {"sha256": digest, "size": fetched.path.stat().st_size,
-                   "version": str(item.version), "requires_python": f.requires_python,
-                   "metadata_sha256": None, "upload_time": utc_timestamp(),
-                   "upstream_upload_time": f.upload_time, "source": f.url}
+            rec = FileRecord(sha256=digest, size=fetched.path.stat().st_size,
+                             version=str(item.version), upload_time=utc_timestamp(),
+                             requires_python=f.requires_python,
+                             upstream_upload_time=f.upload_time, source=f.url)
             sidecars: tuple[tuple[str, Path], ...] = ()
             if f.provenance:
                 prov = mirror.fetch_provenance(settings, upstream, item.project, f.filename,
                                                cooldown=False).path
-                rec["provenance_sha256"] = hashlib.sha256(prov.read_bytes()).hexdigest()
+                rec = replace(rec,
+                              provenance_sha256=hashlib.sha256(prov.read_bytes()).hexdigest())
                 sidecars = ((mirror.PROVENANCE_SUFFIX, prov),)
             return f.filename, fetched.path, rec, sidecars
     raise NotFound(f"{item.where}: no file of {item.project}=={item.version} with sha256 "
@@ -492,8 +476,8 @@ def verify(settings: Settings, repos: Iterable[str] | None = None,
     tree = Tree.of(settings)
     problems: list[str] = []
     checked = 0
-    for repo in repos or settings.repos:
-        _check_repo(settings, repo)
+    for name in repos or settings.repos:
+        repo = _check_repo(settings, name)
         folder = tree.state / "records" / repo
         records = sorted(folder.glob("*.json")) if folder.is_dir() else []
         for i, path in enumerate(records, 1):
@@ -501,53 +485,54 @@ def verify(settings: Settings, repos: Iterable[str] | None = None,
             if progress:
                 progress(i, len(records), f"{repo}/{project}")
             record = load_record(tree, repo, project)
-            for name, rec in sorted(record["files"].items()):
+            for name, rec in sorted(record.files.items()):
                 checked += 1
                 file = tree.project_dir(repo, project) / name
                 where = f"{repo}/{project}/{name}"
                 if not file.exists():
                     problems.append(f"missing: {where}")
-                elif sha256_file(file) != rec["sha256"]:
-                    problems.append(f"sha256 mismatch: {where} (recorded {rec['sha256']})")
+                elif sha256_file(file) != rec.sha256:
+                    problems.append(f"sha256 mismatch: {where} (recorded {rec.sha256})")
                 meta = file.with_name(name + ".metadata")
-                if rec.get("metadata_sha256") and (
-                        not meta.exists() or sha256_file(meta) != rec["metadata_sha256"]):
+                if rec.metadata_sha256 and (
+                        not meta.exists() or sha256_file(meta) != rec.metadata_sha256):
                     problems.append(f"metadata missing or changed: {where}.metadata")
                 for suffix in SIDECARS:  # provenance, attestations
                     side = file.with_name(name + suffix)
-                    if rec.get(SIDECAR_KEYS[suffix]) and (
-                            not side.exists() or sha256_file(side) != rec[SIDECAR_KEYS[suffix]]):
+                    expected = rec.sidecar_sha256(suffix)
+                    if expected and (not side.exists() or sha256_file(side) != expected):
                         problems.append(f"{suffix[1:]} missing or changed: {where}{suffix}")
     return checked, problems
 
 
 def read_audit(settings: Settings, project: str | None = None, user: str | None = None,
-               since: str | None = None) -> Iterator[dict[str, Any]]:
+               since: str | None = None) -> Iterator[AuditEntry]:
     path = Tree.of(settings).audit_log
     if not path.exists():
         return
     wanted = parse_project_name(project, "argument") if project else None
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                print(f"audit: line {n} is not JSON; skipped", file=sys.stderr)
-                continue
-            if wanted and entry.get("project") != wanted:
-                continue
-            if user and entry.get("user") != user:
-                continue
-            if since and str(entry.get("time", "")) < since:
-                continue
-            yield entry
+    for n, line in enumerate(read_lines(path), 1):
+        try:
+            entry = AuditEntry.from_json(json.loads(line))
+        except ValueError:
+            entry = None
+        if entry is None:
+            print(f"audit: line {n} is not JSON; skipped", file=sys.stderr)
+            continue
+        if wanted and entry.project != wanted:
+            continue
+        if user and entry.user != user:
+            continue
+        if since and entry.time < since:
+            continue
+        yield entry
 
 
 # -- PEP 792 project status ------------------------------------------------------------------
 
 
 def set_status(settings: Settings, name: str, status: str, reason: str | None,
-               repo: str | None, operator: str) -> list[str]:
+               repo: str | None, operator: str) -> list[RepoName]:
     """Mark a local project ``archived``, ``quarantined`` or ``deprecated`` (with a reason),
     or ``active`` again, in ``repo`` or in every repo holding it; returns those repos.
     Listings say it (PEP 792); archived and quarantined projects take no uploads and a
@@ -557,25 +542,25 @@ def set_status(settings: Settings, name: str, status: str, reason: str | None,
                          f"{', '.join(PROJECT_STATUSES)})")
     project = parse_project_name(name, "argument")
     if repo:
-        _check_repo(settings, repo)
+        repo = _check_repo(settings, repo)
     tree = Tree.of(settings)
-    changed = []
+    changed: list[RepoName] = []
     with locked(tree, project):
         for r in [repo] if repo else list(settings.repos):
             records: Records = {}
             record = records[(r, project)] = load_record(tree, r, project)
-            if not record["files"]:
+            if not record.files:
                 continue
-            previous = record.get("status")
+            previous = record.status.to_json() if record.status else record.extra.get("status")
+            record.extra.pop("status", None)
             if status == "active" and not reason:
-                record.pop("status", None)
+                record.status = None
             else:
-                record["status"] = {"status": status, "reason": reason or None,
-                                    "by": operator, "time": utc_timestamp()}
-            append_audit(tree, {"time": utc_timestamp(), "user": operator, "action": "status",
-                                "repo": r, "project": project, "status": status,
-                                "reason": reason, "previous": previous})
-            Writer().write(tree.record_path(r, project), dump_record(record))
+                record.status = StatusRecord(status, reason or None, operator, utc_timestamp())
+            append_audit(tree, AuditEntry(utc_timestamp(), operator, "status", {
+                "repo": r, "project": project, "status": status, "reason": reason,
+                "previous": previous}))
+            Writer().write(tree.record_path(r, project), record.dump())
             _rebuild(settings, tree, project, r, records)
             changed.append(r)
     if not changed:

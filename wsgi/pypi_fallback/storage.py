@@ -14,19 +14,21 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import secrets
+import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from .config import Settings
-from .errors import ClaimsCorrupt, PyPIFallbackError
-from .names import NormalizedName, parse_normalized_name
+from .names import NormalizedName
+from .records import AuditEntry, ProjectRecord, parse_claims, render_claims
 
 TMP_PREFIX = ".tmp-"
 STALE_TMP_SECONDS = 6 * 3600
@@ -48,9 +50,131 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_tmp(final: Path, data: bytes, durable: bool) -> Path:
+def create_tmp(final: Path, made: list[Path] | None = None) -> tuple[Path, int]:
+    """The one way a temporary file is made: a new dotfile beside ``final`` (never served
+    nor listed), opened for writing; its path and descriptor.
+
+    Missing folders are made: every parent, or, with ``made``, the folder of ``final`` and
+    the one above it (a project and its repo), noted in ``made`` so that a rejection can
+    remove them again (a concurrent rejection may remove one under our feet, hence the
+    retries)."""
     tmp = tmp_path(final)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    for _ in range(3):
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            if made is None:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                continue
+            for path in (final.parent.parent, final.parent):
+                try:
+                    path.mkdir()
+                    made.append(path)
+                except FileExistsError:
+                    pass
+    return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+
+def fill_tmp(fd: int, blocks: Iterable[bytes]) -> None:
+    """Write ``blocks`` into a file from ``create_tmp``, make it durable, close it."""
+    with os.fdopen(fd, "wb") as out:
+        for block in blocks:
+            out.write(block)
+        finish_tmp(out, close=False)
+
+
+def finish_tmp(out: IO[bytes], close: bool = True) -> None:
+    """Make a temporary file written through ``out`` durable (and close it)."""
+    out.flush()
+    os.fsync(out.fileno())
+    if close:
+        out.close()
+
+
+def copy_to_tmp(src: Path, final: Path) -> Path:
+    """A durable temporary copy of ``src`` beside ``final`` (removed again on failure)."""
+    tmp, fd = create_tmp(final)
+    try:
+        with open(src, "rb") as fin:
+            fill_tmp(fd, iter(functools.partial(fin.read, 1024 * 1024), b""))
+    except BaseException:
+        discard(tmp)
+        raise
+    return tmp
+
+
+def discard(path: Path) -> None:
+    """Remove a file if it is there (a temporary, a stamp; not made durable)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def remove_empty_dir(path: Path) -> None:
+    """Remove a folder if it is empty (one this program made and no longer needs)."""
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+def install_checked(output: Path, data: bytes, check: Callable[[Path], str | None]
+                    ) -> str | None:
+    """Write ``output`` atomically and durably, if ``check`` (given the new file) finds no
+    problem; else leave it as it was and return the problem."""
+    tmp = _write_tmp(output, data, durable=True)
+    try:
+        problem = check(tmp)
+        if problem:
+            return problem
+        os.chmod(tmp, 0o644)  # readable by all, whatever the umask
+        os.replace(tmp, output)
+        fsync_dir(output.parent)
+    finally:
+        discard(tmp)
+    return None
+
+
+def touch_only(folder: Path, names: Iterable[str]) -> None:
+    """Empty files ``names`` in ``folder`` (made as needed), and nothing else there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = set(names)
+    for name in names:
+        os.close(os.open(folder / name, os.O_WRONLY | os.O_CREAT, 0o644))
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name not in names:
+                discard(Path(entry.path))
+
+
+def read_range(path: Path, start: int = 0, end: int | None = None) -> bytes:
+    """Bytes ``start`` to ``end`` of a file (``start`` below 0: that many from its end)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        begin = max(0, size + start) if start < 0 else start
+        f.seek(begin)
+        return f.read(max(0, (size if end is None else end) - begin))
+
+
+def read_lines(path: Path) -> Iterator[str]:
+    """The lines of a text file (UTF-8), read as they are needed."""
+    with open(path, encoding="utf-8") as f:
+        yield from f
+
+
+def regular_bytes(path: str) -> bytes:
+    """The bytes of a regular file (a symlink or anything else raises OSError)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _write_tmp(final: Path, data: bytes, durable: bool) -> Path:
+    tmp, fd = create_tmp(final)
     try:
         with os.fdopen(fd, "wb", closefd=False) as f:
             f.write(data)
@@ -71,7 +195,6 @@ class Writer:
     durable = True
 
     def write(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _write_tmp(path, data, durable=self.durable)
         try:
             os.replace(tmp, path)
@@ -135,7 +258,6 @@ class Batch(Writer):
     pending: list[tuple[str, Path, Path | None]] = field(default_factory=list)
 
     def write(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.pending.append(("replace", _write_tmp(path, data, durable=False), path))
 
     def remove(self, path: Path) -> None:
@@ -256,12 +378,11 @@ def new_file(final: Path) -> Iterator[IO[bytes]]:
     """Write a file that must not exist yet: the caller writes to the yielded file (a
     temporary beside ``final``); on success it is made durable and linked into place,
     raising FileExistsError if ``final`` appeared meanwhile. The temporary never stays."""
-    tmp = tmp_path(final)
+    tmp, fd = create_tmp(final)
     try:
-        with open(tmp, "xb") as out:
+        with os.fdopen(fd, "wb") as out:
             yield out
-            out.flush()
-            os.fsync(out.fileno())
+            finish_tmp(out, close=False)
         if not link_new(tmp, final):
             raise FileExistsError(errno.EEXIST, "File exists", str(final))
     finally:
@@ -393,6 +514,10 @@ class Tree:
     def lock_path(self, name: str) -> Path:
         return self.state / "locks" / f"{name}.lock"
 
+    def upstream_dir(self, project: NormalizedName) -> Path:
+        """Cache mode: the folder of a project's upstream files and listing."""
+        return self.root / UPSTREAM_DIR / project
+
     def quarantine_dir(self, repo: str) -> Path:
         return self.state / "quarantine" / repo
 
@@ -439,85 +564,19 @@ def locked(tree: Tree, name: str) -> Iterator[None]:
         os.close(fd)
 
 
-# -- records: what was published, with what hash, when ---------------------------------------
+# -- records: what was published, with what hash, when (the format: records.py) ---------------
 
 
-def load_record(tree: Tree, repo: str, project: NormalizedName) -> dict[str, Any]:
+def load_record(tree: Tree, repo: str, project: NormalizedName) -> ProjectRecord:
     """The state kept for one project in one repo: its files and its tombstones."""
     try:
         with open(tree.record_path(repo, project), "rb") as f:
-            data: dict[str, Any] = json.load(f)
+            return ProjectRecord.from_json(json.load(f))
     except FileNotFoundError:
-        data = {}
-    data.setdefault("files", {})
-    data.setdefault("tombstones", {})
-    return data
+        return ProjectRecord()
 
 
-def dump_record(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
-
-
-# -- claims: names that never fall back upstream ----------------------------------------------
-#
-# ``<state>/claims.map`` is an Apache RewriteMap (txt): one ``<name> <reason>`` a line. Both
-# fields are checked when written and when read: a name is a valid, normalized project name
-# (no space, so a reason can never become a name) and a reason is one of CLAIM_REASONS. A
-# line that is anything else stops the reader loudly instead of being half-understood.
-
-CLAIM_REASONS = {
-    "unknown-upstream": "the upstream did not know the name when it was first published here",
-    "private": "the name matches policy.private",
-    "published": "published here (found by regen-index)",
-    "unreachable": "claimed by an earlier release while the upstream could not be asked",
-}
-# what the first release wrote; read as the codes above
-_LEGACY_REASONS = {"unknown upstream": "unknown-upstream", "private (policy.private)": "private",
-                   "claimed": "published"}
-_CLAIMS_HEADER = "# pypi-fallback claims: these names never fall back upstream\n"
-
-
-def _claim_reason(text: str) -> str | None:
-    if text in CLAIM_REASONS:
-        return text
-    if text.startswith("upstream could not be asked"):
-        return "unreachable"
-    return _LEGACY_REASONS.get(text)
-
-
-def parse_claims(text: str, source: str = "claims.map") -> dict[NormalizedName, str]:
-    """The claims in a claims map's text; ClaimsCorrupt names the first bad line."""
-    claims: dict[NormalizedName, str] = {}
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line or line.startswith("#"):
-            continue
-        name, _, rest = line.partition(" ")
-        reason = _claim_reason(rest)
-        try:
-            project = parse_normalized_name(name, "name in the claims map")
-        except PyPIFallbackError:
-            reason = None
-        if reason is None:
-            raise ClaimsCorrupt(f"{source}, line {number}: {line[:80]!r} is not "
-                                "'<normalized name> <reason>'; fix or remove that line")
-        claims[project] = reason
-    return claims
-
-
-def render_claims(claims: dict[NormalizedName, str]) -> bytes:
-    """The claims map's text; refuses (ClaimsCorrupt) any name or reason it could not read
-    back exactly."""
-    lines = [_CLAIMS_HEADER]
-    for name in sorted(claims):
-        reason = claims[name]
-        try:
-            ok = parse_normalized_name(name) == name and reason in CLAIM_REASONS
-        except PyPIFallbackError:
-            ok = False
-        if not ok:
-            raise ClaimsCorrupt(f"Refusing to write the claim {name!r} {reason!r}")
-        lines.append(f"{name} {reason}\n")
-    return "".join(lines).encode("ascii")
+# -- claims: names that never fall back upstream (the format: records.Claim) -------------------
 
 
 def load_claims(tree: Tree) -> dict[NormalizedName, str]:
@@ -545,9 +604,9 @@ def add_claims(tree: Tree, new: dict[NormalizedName, str]) -> list[NormalizedNam
 # -- audit and quarantine -----------------------------------------------------------------------
 
 
-def append_audit(tree: Tree, entry: dict[str, Any]) -> None:
+def append_audit(tree: Tree, entry: AuditEntry) -> None:
     """Append one JSON line to the audit log, durably, under an append lock."""
-    line = (json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    line = entry.line()
     fd = os.open(tree.audit_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

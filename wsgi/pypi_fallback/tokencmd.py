@@ -13,14 +13,11 @@ from dataclasses import dataclass
 
 from .auth import GroupFile
 from .config import Settings
-from .errors import PyPIFallbackError
-from .names import parse_normalized_name
+from .errors import TokenRefused
+from .names import RepoName, parse_normalized_name
+from .records import AuditEntry
 from .storage import Tree, Writer, append_audit, locked, utc_timestamp
 from .tokens import Token, new_token, parse_store, render_store, revoked, store_path
-
-
-class TokenRefused(PyPIFallbackError):
-    """A token that cannot be made or found as asked."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +41,7 @@ def _save(settings: Settings, tokens: dict[str, Token]) -> None:
     Writer().write(store_path(settings.state), render_store(tokens.values()))
 
 
-def create_token(settings: Settings, owner: str, repo: str, project: str | None,
+def create_token(settings: Settings, owner: str, repo: RepoName, project: str | None,
                  lifetime: int | None, operator: str, now: float | None = None) -> Created:
     """A token for ``owner`` to upload to ``repo`` (only ``project``, if given). With the
     group file, ``owner`` must be one of the repo's writers (checked again at every use)."""
@@ -65,9 +62,9 @@ def create_token(settings: Settings, owner: str, repo: str, project: str | None,
         token, text = new_token(owner, repo, project, lifetime, now)
         tokens[token.id] = token
         _save(settings, tokens)
-        append_audit(tree, {"time": utc_timestamp(), "user": operator,
-                            "action": "token-create", "token": token.id, "owner": owner,
-                            "repo": repo, "project": project, "expires": token.expires})
+        append_audit(tree, AuditEntry(utc_timestamp(), operator, "token-create", {
+            "token": token.id, "owner": owner, "repo": repo, "project": project,
+            "expires": token.expires}))
     return Created(token, text)
 
 
@@ -85,9 +82,8 @@ def revoke_token(settings: Settings, token_id: str, operator: str,
             raise TokenRefused(f"No such token: {token_id!r} (see: token list)")
         token = tokens[token_id] = revoked(tokens[token_id], now)
         _save(settings, tokens)
-        append_audit(tree, {"time": utc_timestamp(), "user": operator,
-                            "action": "token-revoke", "token": token_id, "owner": token.owner,
-                            "repo": token.repo})
+        append_audit(tree, AuditEntry(utc_timestamp(), operator, "token-revoke", {
+            "token": token_id, "owner": token.owner, "repo": token.repo}))
     return token
 
 

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .errors import TokenError
+
 TOKEN_USER = "__token__"  # the user name twine and uv publish send with a token
 REMOTE_PREFIX = TOKEN_USER + ":"  # REMOTE_USER of a request authenticated by a token
 STORE_NAME = "tokens.json"
@@ -32,10 +34,6 @@ AUTH_GROUP = "pypi-fallback-auth"  # mod_wsgi application group of the token pro
 _TOKEN = re.compile(r"^pft_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _DURATION = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class TokenError(ValueError):
-    """A token argument that cannot be used (a bad duration, an unknown id)."""
 
 
 @dataclass(frozen=True)

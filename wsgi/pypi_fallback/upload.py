@@ -12,14 +12,15 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Literal
 
 from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from . import mirror
 from .archive import inspect_dist
 from .config import Settings
 from .errors import (
@@ -32,21 +33,27 @@ from .errors import (
     PyPIFallbackError,
     TooLarge,
 )
-from .names import Dist, NormalizedName, parse_dist_filename, parse_project_name
-from .regen import SIDECARS, Records, Report, file_record, local_status, render_project
+from .names import Dist, NormalizedName, RepoName, parse_dist_filename, parse_project_name
+from .records import SIDECARS, AuditEntry, FileRecord, ProjectRecord
+from .regen import Records, publish_listings_undoable, regenerate
+from .render import local_status
 from .storage import (
     Tree,
     Undo,
     Writer,
     add_claims,
     append_audit,
-    dump_record,
+    create_tmp,
+    discard,
+    fill_tmp,
     load_claims,
     load_record,
     locked,
+    remove_empty_dir,
     tmp_path,
     utc_timestamp,
 )
+from .upstream import Upstream
 
 CHUNK = 1024 * 1024
 MAX_FORM_PARTS = 1000  # twine sends about 30 fields; a long list of classifiers fits too
@@ -71,7 +78,7 @@ class Outcome:
     dist: Dist
     sha256: str
     size: int
-    stale_roots: tuple[str, ...] = ()  # root listings to refresh (after the response)
+    stale_roots: tuple[RepoName, ...] = ()  # root listings to refresh (after the response)
 
 
 def check_form(fields: Mapping[str, str], filename: str | None) -> Upload:
@@ -154,39 +161,22 @@ def check_form_body(content_type: str, boundary: str | None, body: IO[bytes]) ->
     body.seek(0)
 
 
-def _open_new(tmp: Path, made: list[Path]) -> int:
-    """Create ``tmp``, making its project folder (and repo folder) when missing.
-
-    Folders made here are noted in ``made`` so that a rejection can remove them again;
-    a concurrent rejection may remove a folder under our feet, hence the second try.
-    """
-    for _ in range(3):
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileNotFoundError:
-            for path in (tmp.parent.parent, tmp.parent):
-                try:
-                    path.mkdir()
-                    made.append(path)
-                except FileExistsError:
-                    pass
-    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-
-
 def _stream_to(src: IO[bytes], fd: int, limit: int) -> tuple[str, str, int]:
     """Copy ``src`` into the new file ``fd`` while hashing; durable when it returns."""
     sha256, blake2 = hashlib.sha256(), hashlib.blake2b(digest_size=32)
     size = 0
-    with os.fdopen(fd, "wb") as out:
+
+    def blocks() -> Iterator[bytes]:
+        nonlocal size
         while block := src.read(CHUNK):
             size += len(block)
             if size > limit:
                 raise TooLarge(f"File too large: over the limit of {limit // (1024 * 1024)} MB")
             sha256.update(block)
             blake2.update(block)
-            out.write(block)
-        out.flush()
-        os.fsync(out.fileno())
+            yield block
+
+    fill_tmp(fd, blocks())
     return sha256.hexdigest(), blake2.hexdigest(), size
 
 
@@ -195,13 +185,12 @@ def is_new_name(settings: Settings, project: NormalizedName) -> bool:
     tree = Tree.of(settings)
     for repo in settings.repos:
         record = load_record(tree, repo, project)
-        published = [f for f in record["files"].values() if not f.get("pending")]
-        if published or record["tombstones"]:
+        if record.published() or record.tombstones:
             return False
     return project not in load_claims(tree)
 
 
-def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[bytes],
+def receive_upload(settings: Settings, repo: RepoName, upload: Upload, content: IO[bytes],
                    user: str, client: str | None, claim: str | None = None,
                    upstream: str | None = None, token: str | None = None) -> Outcome:
     """Validate and publish one uploaded file. ``claim``: the reason to claim the name
@@ -211,24 +200,22 @@ def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[by
     dist = upload.dist
     folder = tree.project_dir(repo, dist.project)
     made: list[Path] = []
-    tmp = tmp_path(folder / dist.filename)
+    tmp = tmp_path(folder / dist.filename)  # named before it exists: removed however it ends
     try:
-        out = _open_new(tmp, made)
+        tmp, out = create_tmp(folder / dist.filename, made)
         sha256, blake2, size = _stream_to(content, out, settings.max_upload_bytes)
         if upload.sha256 and upload.sha256 != sha256:
             raise DigestMismatch(f"The sha256_digest does not match the file ({sha256})")
         if upload.blake2_256 and upload.blake2_256 != blake2:
             raise DigestMismatch(f"The blake2_256_digest does not match the file ({blake2})")
         meta = inspect_dist(tmp, dist)
-        entry = {
-            "time": "", "user": user, "action": "upload", "repo": repo,
-            "project": dist.project, "filename": dist.filename, "sha256": sha256,
-            "size": size, "client": client,
-        }
+        fields = {"repo": repo, "project": dist.project, "filename": dist.filename,
+                  "sha256": sha256, "size": size, "client": client}
         if upstream:
-            entry["upstream"] = upstream
+            fields["upstream"] = upstream
         if token:
-            entry["token"] = token
+            fields["token"] = token
+        entry = AuditEntry("", user, "upload", fields)
         with locked(tree, dist.project):
             status, roots = _publish(settings, tree, repo, dist, tmp, sha256, meta.raw,
                                      meta.requires_python, entry, claim, upload.attestations)
@@ -236,11 +223,29 @@ def receive_upload(settings: Settings, repo: str, upload: Upload, content: IO[by
                 made.clear()
     finally:
         with contextlib.suppress(OSError):  # a leftover is a dotfile regen-index removes
-            os.unlink(tmp)
+            discard(tmp)
         for path in reversed(made):
-            with contextlib.suppress(OSError):
-                path.rmdir()
+            remove_empty_dir(path)
     return Outcome(status, dist, sha256, size, roots)
+
+
+def publish_upload(settings: Settings, upstream: Callable[[], Upstream], repo: RepoName,
+                   upload: Upload, content: IO[bytes], user: str, client: str | None,
+                   token: str | None = None) -> Outcome:
+    """The upload API's one domain call. A name new here is decided first (claimed, or an
+    overlay of the upstream's project; ``mirror.decide_new_name`` asks the ``upstream``),
+    then the file is published (``receive_upload``); the first file of an overlay makes
+    its listings merge the upstream's files."""
+    project = upload.dist.project
+    decision = mirror.NameDecision(None)
+    if is_new_name(settings, project):
+        decision = mirror.decide_new_name(settings, upstream(), project)
+    outcome = receive_upload(settings, repo, upload, content, user, client, decision.claim,
+                             decision.upstream, token=token)
+    if outcome.status == "created" and decision.listing is not None:
+        mirror.store_listing(Tree.of(settings), decision.listing)
+        regenerate(settings, names=[project])
+    return outcome
 
 
 def same_file_key(dist: Dist) -> tuple[object, ...]:
@@ -269,10 +274,10 @@ def check_same_file_spelled_once(dist: Dist, filenames: Iterable[str]) -> None:
                              f"has {what} already, as {other!r}")
 
 
-def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, sha256: str,
-             metadata: bytes, requires_python: str | None, audit: dict[str, Any],
+def _publish(settings: Settings, tree: Tree, repo: RepoName, dist: Dist, tmp: Path, sha256: str,
+             metadata: bytes, requires_python: str | None, audit: AuditEntry,
              claim: str | None, attestations: bytes | None = None
-             ) -> tuple[Literal["created", "exists"], tuple[str, ...]]:
+             ) -> tuple[Literal["created", "exists"], tuple[RepoName, ...]]:
     """Under the project lock: refuse reuse, then publish (see ``publish_steps``).
 
     Returns what happened and the repos whose root listing now lacks the project."""
@@ -280,23 +285,22 @@ def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, s
                         for r in settings.chain(repo)}
     record = records[(repo, dist.project)]
     final = tree.project_dir(repo, dist.project) / dist.filename
-    known = record["files"].get(dist.filename)
-    if known and known.get("pending"):  # a publish that died half-way: take it back
+    known = record.files.get(dist.filename)
+    if known and known.pending:  # a publish that died half-way: take it back
         undo_pending(tree, repo, dist.project, record, dist.filename)
         known = None
-    if dist.filename in record["tombstones"]:
+    if dist.filename in record.tombstones:
         raise FileExists(f"File already exists: {dist.filename!r} was removed from {repo} "
                          "and a filename can never be reused; upload a new version")
     for holder in settings.chain(repo):
-        other = records[(holder, dist.project)]["files"].get(dist.filename)
-        if other and not other.get("pending") and other["sha256"] != sha256:
+        other = records[(holder, dist.project)].files.get(dist.filename)
+        if other and not other.pending and other.sha256 != sha256:
             raise FileExists(f"File already exists: {dist.filename!r} in {holder} has other "
                              "contents; upload a new version")
-    check_same_file_spelled_once(dist, [*(n for n, f in record["files"].items()
-                                          if not f.get("pending")), *record["tombstones"]])
+    check_same_file_spelled_once(dist, [*record.published(), *record.tombstones])
     if known:
         return "exists", ()
-    status = local_status(settings.chain(repo), dist.project, records, tree)
+    status = local_status(records[(r, dist.project)] for r in settings.chain(repo))
     if status is not None and status.status in ("archived", "quarantined"):  # PEP 792
         raise Forbidden(f"{dist.project!r} is {status.status} in this index"
                         f"{': ' + status.reason if status.reason else ''}; no new files")
@@ -307,47 +311,41 @@ def _publish(settings: Settings, tree: Tree, repo: str, dist: Dist, tmp: Path, s
     try:
         metadata_sha256 = hashlib.sha256(metadata).hexdigest() if dist.kind == "wheel" \
             else None
-        rec = file_record(tmp, sha256, str(dist.version), requires_python, metadata_sha256,
-                          utc_timestamp())
+        rec = FileRecord.of_file(tmp.stat(), sha256, str(dist.version), utc_timestamp(),
+                                 requires_python, metadata_sha256)
         # 1. the record, marked pending: a publish killed from here on is taken back by
         #    the next upload of the name or regen-index, never published without audit
-        record["files"][dist.filename] = {**rec, "pending": True}
-        undo.write(tree.record_path(repo, dist.project), dump_record(record), guard=True)
+        record.files[dist.filename] = replace(rec, pending=True)
+        undo.write(tree.record_path(repo, dist.project), record.dump(), guard=True)
         # 2. the metadata
         if metadata_sha256:
             undo.write(final.with_name(final.name + ".metadata"), metadata)
         if attestations:
             undo.write(final.with_name(final.name + ".attestations"), attestations)
-            rec["attestations_sha256"] = hashlib.sha256(attestations).hexdigest()
-        undo.then(lambda: _unlink(tmp), first=True)  # frees the space the rest of a rollback needs
+            rec = replace(rec, attestations_sha256=hashlib.sha256(attestations).hexdigest())
+        undo.then(lambda: discard(tmp), first=True)  # frees the space the rest of a rollback needs
         # 3. the distribution, visible last; then the audit line, the record and listings
         if not undo.link_new(tmp, final):
             raise FileExists(f"File already exists: {dist.filename!r} is on disk in {repo}, "
                              "waiting for regen-index")
-        os.unlink(tmp)  # before the record's stat: a link count change moves the ctime
-        rec = {**rec, **file_record(final, sha256, str(dist.version), requires_python,
-                                    metadata_sha256, rec["upload_time"])}
-        record["files"][dist.filename] = rec
-        roots = render_project(settings, tree, dist.project, settings.dependents(repo),
-                               records, undo_writer(undo, tree, settings, dist.project, repo,
-                                                    records), Report(), set())
+        discard(tmp)  # before the record's stat: a link count change moves the ctime
+        st = final.stat()
+        rec = replace(rec, size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
+        record.files[dist.filename] = rec
+        roots = publish_listings_undoable(settings, tree, dist.project, repo, records, undo)
         if claim and roots and add_claims(tree, {dist.project: claim}):
-            audit = {**audit, "claim": claim}
-        append_audit(tree, {**audit, "time": rec["upload_time"]})
+            audit = replace(audit, fields={**audit.fields, "claim": claim})
+        append_audit(tree, replace(audit, time=rec.upload_time))
+        undone = replace(audit, action="upload-undone")
         undo.then(lambda: _best_effort(lambda: append_audit(
-            tree, {**audit, "time": utc_timestamp(), "action": "upload-undone"})))
-        Writer().write(tree.record_path(repo, dist.project), dump_record(record))
+            tree, replace(undone, time=utc_timestamp()))))
+        Writer().write(tree.record_path(repo, dist.project), record.dump())
     except BaseException:
-        record["files"].pop(dist.filename, None)
+        record.files.pop(dist.filename, None)
         undo.rollback()
         raise
     undo.commit()
     return "created", settings.viewers(roots)
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 def _best_effort(step: Callable[[], None]) -> None:
@@ -355,21 +353,7 @@ def _best_effort(step: Callable[[], None]) -> None:
         step()
 
 
-def undo_writer(undo: Undo, tree: Tree, settings: Settings, project: NormalizedName,
-                repo: str, records: Records) -> Writer:
-    """A writer for the listings of a publish: if the publish is taken back, the listings
-    are rendered again from the records as they were."""
-    def rerender() -> None:
-        for key in records:
-            records[key].pop("listing", None)  # a listing half-written: write it again
-        render_project(settings, tree, project, settings.dependents(repo), records, Writer(),
-                       Report(), set())
-
-    undo.then(rerender)
-    return Writer()
-
-
-def undo_pending(tree: Tree, repo: str, project: NormalizedName, record: dict[str, Any],
+def undo_pending(tree: Tree, repo: RepoName, project: NormalizedName, record: ProjectRecord,
                  filename: str) -> None:
     """Take back a publish that died before it was complete: its files go, its record
     entry goes (no tombstone: it was never published)."""
@@ -378,5 +362,5 @@ def undo_pending(tree: Tree, repo: str, project: NormalizedName, record: dict[st
     writer.remove(folder / filename)
     for suffix in (".metadata", *SIDECARS):
         writer.remove(folder / f"{filename}{suffix}")
-    record["files"].pop(filename, None)
-    writer.write(tree.record_path(repo, project), dump_record(record))
+    record.files.pop(filename, None)
+    writer.write(tree.record_path(repo, project), record.dump())

@@ -1,7 +1,7 @@
 """The upstream index: the one module that talks to it.
 
 PEP 691 JSON is asked for first and PEP 503 HTML accepted; both become the same
-``UpstreamFile`` records. Every call has connect/read timeouts, a size cap and a redirect
+``FileEntry`` records. Every call has connect/read timeouts, a size cap and a redirect
 cap; bodies are read raw (``Accept-Encoding: identity``, and a response with any
 Content-Encoding is refused), so what is stored is what was listed.
 
@@ -37,13 +37,14 @@ import sys
 import threading
 import time
 from collections.abc import Generator, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import IO, Any
 from urllib.parse import quote, urljoin, urlsplit
 
-from .errors import InvalidFilename, PyPIFallbackError
-from .names import canonicalize_name, parse_dist_filename
+from .errors import InvalidFilename, UpstreamBusy, UpstreamError, UpstreamTimeout
+from .names import NormalizedName, canonicalize_name, parse_dist_filename
+from .records import FileEntry, ProjectMeta, UpstreamListing
 
 ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
           "text/html;q=0.01")
@@ -56,18 +57,6 @@ NEGATIVE_TTL = 15.0  # seconds a failure is remembered
 MAX_CONCURRENT = 8  # upstream requests at once, per client (per daemon process)
 MAX_IDLE_SECONDS = 30.0  # a pooled connection unused for longer is closed, not reused
 DRAIN_BYTES = 64 * 1024  # an unread body up to this size is read so its connection is kept
-
-
-class UpstreamError(PyPIFallbackError):
-    """The upstream failed: refused, 5xx, malformed, too large, wrong bytes (HTTP 502)."""
-
-
-class UpstreamTimeout(UpstreamError):
-    """The upstream did not answer in time (HTTP 504)."""
-
-
-class UpstreamBusy(UpstreamError):
-    """Too many upstream requests at once: try again shortly (HTTP 503)."""
 
 
 class _Watchdog:
@@ -91,64 +80,6 @@ class _Watchdog:
         self._timer.cancel()
 
 
-@dataclass(frozen=True)
-class UpstreamFile:
-    filename: str
-    url: str
-    sha256: str | None = None
-    requires_python: str | None = None
-    yanked: bool | str = False
-    metadata_sha256: str | None = None
-    size: int | None = None
-    upload_time: str | None = None
-    version: str = ""
-    provenance: str | None = None  # PEP 740: the URL of the upstream's provenance object
-
-
-@dataclass(frozen=True)
-class ProjectMeta:
-    """What an upstream project page says about the project itself."""
-
-    status: str | None = None  # PEP 792 (None: not said, which means active)
-    status_reason: str | None = None
-    tracks: tuple[str, ...] = ()  # PEP 708
-    alternate_locations: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class UpstreamListing:
-    """A project page from the upstream, as cached in the state folder."""
-
-    project: str
-    url: str
-    found: bool
-    files: tuple[UpstreamFile, ...] = ()
-    fetched: float = 0.0
-    etag: str | None = None
-    last_modified: str | None = None
-    meta: ProjectMeta = ProjectMeta()
-    versions: tuple[str, ...] = ()  # the upstream's PEP 700 list (JSON), as it gave it
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["files"] = [asdict(f) for f in self.files]
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> UpstreamListing:
-        files = tuple(UpstreamFile(**f) for f in data.get("files", ()))
-        meta = data.get("meta") or {}
-        return cls(data["project"], data["url"], data["found"], files, data.get("fetched", 0.0),
-                   data.get("etag"), data.get("last_modified"),
-                   ProjectMeta(meta.get("status"), meta.get("status_reason"),
-                               tuple(meta.get("tracks", ())),
-                               tuple(meta.get("alternate_locations", ()))),
-                   versions=tuple(data.get("versions", ())))
-
-    def file(self, filename: str) -> UpstreamFile | None:
-        return next((f for f in self.files if f.filename == filename), None)
-
-
 # -- parsing: two formats, one record --------------------------------------------------------
 
 
@@ -159,7 +90,7 @@ def _hash_of(value: Any) -> str | None:
     return None
 
 
-def _checked(project: str, filename: str, url: str, **kw: Any) -> UpstreamFile | None:
+def _checked(project: str, filename: str, url: str, **kw: Any) -> FileEntry | None:
     """A file entry, or None when its name is unsafe, of another project, or its URL is
     not plain http(s)."""
     try:
@@ -169,7 +100,7 @@ def _checked(project: str, filename: str, url: str, **kw: Any) -> UpstreamFile |
     parts = urlsplit(url)
     if dist.project != project or parts.scheme not in ("http", "https") or "@" in parts.netloc:
         return None
-    return UpstreamFile(filename=filename, url=url, version=str(dist.version), **kw)
+    return FileEntry(filename=filename, url=url, version=str(dist.version), **kw)
 
 
 _STATUSES = ("active", "archived", "quarantined", "deprecated")  # PEP 792
@@ -189,12 +120,12 @@ def _status(status: Any, reason: Any) -> tuple[str | None, str | None]:
     return status, reason[:1000] if isinstance(reason, str) and reason else None
 
 
-def parse_json_listing(project: str, body: bytes, page_url: str) -> list[UpstreamFile]:
+def parse_json_listing(project: str, body: bytes, page_url: str) -> list[FileEntry]:
     return parse_json_page(project, body, page_url)[0]
 
 
 def parse_json_page(project: str, body: bytes, page_url: str
-                    ) -> tuple[list[UpstreamFile], ProjectMeta]:
+                    ) -> tuple[list[FileEntry], ProjectMeta]:
     """A PEP 691 project page: its files, and what it says of the project (PEP 708, 792)."""
     try:
         data = json.loads(body)
@@ -288,12 +219,12 @@ def _fragment_hash(fragment: str, name: str) -> str | None:
     return value.lower() if key == name and len(value) == 64 else None
 
 
-def parse_html_listing(project: str, body: bytes, page_url: str) -> list[UpstreamFile]:
+def parse_html_listing(project: str, body: bytes, page_url: str) -> list[FileEntry]:
     return parse_html_page(project, body, page_url)[0]
 
 
 def parse_html_page(project: str, body: bytes, page_url: str
-                    ) -> tuple[list[UpstreamFile], ProjectMeta]:
+                    ) -> tuple[list[FileEntry], ProjectMeta]:
     """A PEP 503 project page: its links, and its ``pypi:`` meta tags (PEP 708, 792)."""
     parser = _Anchors()
     try:
@@ -422,6 +353,14 @@ class _Response:
             self.release = None
 
 
+def project_url(base_url: str, project: str) -> str:
+    """A project's page at the index ``base_url``; the name is quoted (names are validated
+    long before, but a URL is built from it here, and nothing it holds may change the
+    request)."""
+    base = base_url if base_url.endswith("/") else base_url + "/"
+    return f"{base}{quote(project, safe='')}/"
+
+
 class Upstream:
     """A client for one upstream index (shared by the threads of a process)."""
 
@@ -441,9 +380,7 @@ class Upstream:
         self.connections = 0  # opened so far (a figure for tests and benchmarks)
 
     def project_url(self, project: str) -> str:
-        """The project's page; the name is quoted (names are validated long before, but a
-        URL is built from it here, and nothing it holds may change the request)."""
-        return f"{self.base_url}{quote(project, safe='')}/"
+        return project_url(self.base_url, project)
 
     # -- failures remembered briefly: by host (unreachable, timed out) and by URL
 
@@ -587,7 +524,7 @@ class Upstream:
             return resp
         raise UpstreamError(f"Upstream redirected more than {MAX_REDIRECTS} times: {url}")
 
-    def fetch_listing(self, project: str, previous: UpstreamListing | None = None
+    def fetch_listing(self, project: NormalizedName, previous: UpstreamListing | None = None
                       ) -> UpstreamListing:
         """The project's page. ``found=False`` when the upstream does not know it."""
         url = self.project_url(project)
@@ -624,7 +561,7 @@ class Upstream:
         finally:
             resp.close()
 
-    def stream_file(self, entry: UpstreamFile, cap: int) -> Generator[bytes, None, None]:
+    def stream_file(self, entry: FileEntry, cap: int) -> Generator[bytes, None, None]:
         """A listed file's body, block by block as it arrives. The generator ends normally
         only when size and sha256 matched the listing: a caller that holds back the last
         block until then never passes on a complete-looking wrong file."""
@@ -657,7 +594,7 @@ class Upstream:
             raise UpstreamError(f"Upstream sent other bytes for {entry.filename!r} "
                                 "(sha256 differs from its listing)")
 
-    def fetch_file(self, entry: UpstreamFile, out: IO[bytes], cap: int) -> tuple[str, int]:
+    def fetch_file(self, entry: FileEntry, out: IO[bytes], cap: int) -> tuple[str, int]:
         """Stream a listed file into ``out``; check its size and sha256 against the listing."""
         size = 0
         for block in self.stream_file(entry, cap):
