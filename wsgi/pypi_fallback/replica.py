@@ -20,20 +20,19 @@ take the file (disk full, permissions), the client still gets it and nothing is 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import http.client
 import os
 import re
-import secrets
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
+
+from . import storage
 
 StartResponse = Callable[..., Any]
 
@@ -107,41 +106,10 @@ def replica_location(location: str, settings: ReplicaSettings, environ: dict[str
     return location
 
 
-@contextlib.contextmanager
-def file_lock(settings: ReplicaSettings, relative: str) -> Iterator[None]:
-    """Hold the per-file lock of ``relative`` (waiting at most ``settings.timeout``).
-
-    Each holder removes the lock file before it lets go, so none is left behind; a waiter
-    that then wins the lock of a removed file tries again, on a fresh one."""
-    locks = settings.files / LOCKS_DIR
-    locks.mkdir(parents=True, exist_ok=True)
-    path = locks / hashlib.sha256(relative.encode()).hexdigest()
-    deadline = time.monotonic() + settings.timeout
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"waited {settings.timeout:.0f} s for {relative!r}"
-                                           ) from None
-                    time.sleep(0.02)
-            try:
-                current = os.stat(path)
-            except FileNotFoundError:
-                current = None
-            if current is not None and current.st_ino == os.fstat(fd).st_ino:
-                try:
-                    yield
-                finally:
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
-                return
-        finally:
-            os.close(fd)  # releases the lock
+def file_lock(settings: ReplicaSettings, relative: str) -> contextlib.AbstractContextManager[None]:
+    """The per-file lock of ``relative`` (waited for at most ``settings.timeout``)."""
+    name = hashlib.sha256(relative.encode()).hexdigest()
+    return storage.lock_removed_after(settings.files / LOCKS_DIR / name, settings.timeout)
 
 
 def ask_primary(settings: ReplicaSettings, method: str, relative: str,
@@ -203,11 +171,11 @@ class Fill:
         self._conn, self._resp, self.final = conn, resp, final
         self._lock = lock
         self.size = int(resp.getheader("Content-Length", "0"))
-        self._tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+        self._tmp = storage.tmp_path(final)
         self._out: IO[bytes] | None = None
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            self._out = open(self._tmp, "xb")  # noqa: SIM115
+            self._tmp, fd = storage.create_tmp(final)
+            self._out = os.fdopen(fd, "wb")
         except OSError as exc:
             self._cannot_keep(exc)
 
@@ -220,7 +188,7 @@ class Fill:
                 self._out.close()
             self._out = None
         with contextlib.suppress(OSError):
-            os.unlink(self._tmp)
+            storage.discard(self._tmp)
         self._lock.close()
 
     def _write(self, block: bytes) -> None:
@@ -256,22 +224,14 @@ class Fill:
         if self._out is None:
             return
         try:
-            self._out.flush()
-            os.fsync(self._out.fileno())
-            self._out.close()
+            storage.finish_tmp(self._out)
             self._out = None
+            mtime = None
             modified = self._resp.getheader("Last-Modified")
             if modified:
                 with contextlib.suppress(TypeError, ValueError, OverflowError):
-                    stamp = parsedate_to_datetime(modified).timestamp()
-                    os.utime(self._tmp, (stamp, stamp))
-            os.chmod(self._tmp, 0o644)
-            os.rename(self._tmp, self.final)
-            folder = os.open(self.final.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
+                    mtime = parsedate_to_datetime(modified).timestamp()
+            storage.replace_with(self._tmp, self.final, mtime)
         except OSError as exc:
             self._cannot_keep(exc)
 
@@ -282,7 +242,7 @@ class Fill:
                 self._out.close()
             self._out = None
             with contextlib.suppress(OSError):
-                os.unlink(self._tmp)
+                storage.discard(self._tmp)
         self._lock.close()
 
 

@@ -308,6 +308,51 @@ def link_new(tmp: Path, final: Path) -> bool:
     return True
 
 
+def replace_with(tmp: Path, final: Path, mtime: float | None = None) -> None:
+    """Publish ``tmp`` (durable, from ``create_tmp``) as ``final``, replacing what is there:
+    readable by all, dated ``mtime`` when given, the folder made durable afterwards."""
+    if mtime is not None:
+        os.utime(tmp, (mtime, mtime))
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def lock_removed_after(path: Path, timeout: float, poll: float = 0.02) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (held across threads and processes), waited for at
+    most ``timeout`` seconds (then TimeoutError). The holder removes the lock file before it
+    lets go, so none is left behind; a waiter that then wins the lock of a removed file tries
+    again on a fresh one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"waited {timeout:.0f} s for the lock {path.name!r}"
+                                           ) from None
+                    time.sleep(poll)
+            try:
+                current: os.stat_result | None = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and current.st_ino == os.fstat(fd).st_ino:
+                try:
+                    yield
+                finally:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                return
+        finally:
+            os.close(fd)  # releases the lock
+
+
 class Undo:
     """The steps of a publish taken so far, to take back if a later step fails.
 
