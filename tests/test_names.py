@@ -33,8 +33,9 @@ def test_valid_filenames_parse(filename: str, project: str, version: str, kind: 
         (".acme-1.0.tar.gz", "path trick"),
         ("acme-1.0\n.tar.gz", "control character"),
         ("acme-1.0\x00.tar.gz", "control character"),
-        ("a" * 250 + "-1.0.tar.gz", "longer than 246 bytes"),
-        ("a" * 236 + "-1.0.tar.gz", "room for its .metadata"),  # 247 bytes
+        ("a" * 250 + "-1.0.tar.gz", "longer than 242 bytes"),
+        # 243 bytes: <file>.attestations would be 256
+        ("a" * 232 + "-1.0.tar.gz", "room for the files kept beside it"),
         ("acme-1.0.exe", "Invalid file extension"),
         ("acme-1.0.tar.bz2", "Invalid file extension"),
         ("acme-1.0.egg", "Invalid file extension"),

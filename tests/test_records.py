@@ -4,7 +4,10 @@ them (existing trees keep working)."""
 from __future__ import annotations
 
 import json
+import re
 
+import pytest
+from pypi_fallback.errors import RecordCorrupt
 from pypi_fallback.records import (
     AuditEntry,
     Claim,
@@ -66,6 +69,34 @@ def test_an_empty_or_odd_record_is_read_and_kept() -> None:
     odd = b'{"files":{},"status":"frozen","tombstones":{}}'  # not a status this writes
     record = ProjectRecord.from_json(json.loads(odd))
     assert record.status is None and record.dump() == odd
+
+
+def test_a_status_with_a_key_this_version_does_not_know_is_applied_and_kept() -> None:
+    # a sysadmin's note beside a quarantine must not lift the quarantine
+    text = (b'{"files":{},"status":{"by":"alice","reason":"malware","status":"quarantined",'
+            b'"ticket":"SEC-42","time":"t"},"tombstones":{}}')
+    record = ProjectRecord.from_json(json.loads(text))
+    assert record.status is not None and record.status.status == "quarantined"
+    assert record.dump() == text
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"files": None}, "the record's files is NoneType"),
+    ({"tombstones": None}, "the record's tombstones is NoneType"),
+    ({"tombstones": {"acme-0.1.tar.gz": "removed"}}, "tombstone 'acme-0.1.tar.gz' is str"),
+    ({"files": {"a-1.0.tar.gz": {"sha256": SHA, "size": "10"}}}, "'size' is a str"),
+    ({"files": {"a-1.0.tar.gz": {"sha256": SHA, "size": True}}}, "'size' is a bool"),
+    ({"files": {"a-1.0.tar.gz": {"sha256": SHA, "size": 1, "yanked": 1}}},
+     "'yanked' is a int"),
+    ({"files": {"a-1.0.tar.gz": {"sha256": None, "size": 1}}}, "'sha256' is a NoneType"),
+    ({"files": []}, "the record's files is list"),
+])
+def test_a_damaged_record_is_refused_never_read_as_empty(change: dict, says: str) -> None:  # type: ignore[type-arg]
+    # read as empty, a null list of tombstones would let a removed filename be published
+    # again, a null list of files would forget pins and yanks
+    data = {**json.loads(RECORD), **change}
+    with pytest.raises(RecordCorrupt, match=re.escape(says)):
+        ProjectRecord.from_json(data)
 
 
 def test_a_file_record_written_by_the_upload_path() -> None:

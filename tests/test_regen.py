@@ -119,6 +119,36 @@ def test_deleted_file_leaves_tombstone_and_name_is_never_reused(settings: Settin
     assert filenames(settings, "dev", "acme") == ["acme-1.1-py3-none-any.whl"]
 
 
+def test_a_damaged_record_stops_its_project_only_and_is_named(settings: Settings) -> None:
+    folder = settings.root / "dev" / "acme"
+    removed = write_wheel(folder, "acme", "1.0")
+    write_wheel(folder, "acme", "1.1")
+    write_wheel(settings.root / "dev" / "other", "other", "1.0")
+    regenerate(settings)
+    removed.unlink()
+    regenerate(settings)
+    record = settings.state / "records" / "dev" / "acme.json"
+    assert record.exists()
+    data = json.loads(record.read_bytes())
+    data["tombstones"] = None  # damaged: must not be read as "nothing was ever removed"
+    record.write_text(json.dumps(data))
+    write_wheel(folder, "acme", "1.0", payload=b"# other bytes\n")
+    write_wheel(settings.root / "dev" / "other", "other", "1.1")
+
+    result = run_cli("--config", str(settings.source))
+
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert str(record) in result.stderr and "tombstones" in result.stderr
+    # the reused name is not published
+    assert filenames(settings, "dev", "acme") == ["acme-1.1-py3-none-any.whl"]
+    assert sorted(filenames(settings, "dev", "other")) == ["other-1.0-py3-none-any.whl",
+                                                            "other-1.1-py3-none-any.whl"]
+    record.write_text("{not json")
+    result = run_cli("--config", str(settings.source))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{record}: not a record" in result.stderr
+
+
 def test_project_emptied_loses_its_listing(settings: Settings) -> None:
     path = write_wheel(settings.root / "dev" / "acme", "acme", "1.0")
     regenerate(settings)

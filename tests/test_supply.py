@@ -414,6 +414,22 @@ def test_upload_keeps_attestations_beside_the_file(local_app: TestApp,
     assert listing(settings, "dev", "acme")[0]["files"][0]["provenance"] is None
 
 
+def test_the_longest_filename_taken_keeps_its_attestations(local_app: TestApp,
+                                                           settings: Settings) -> None:
+    # 242 bytes is the longest taken: <file>.attestations is then 255, the file system's limit
+    longest = "acme-1.0-" + "x" * 220 + "-py3-none-any.whl"
+    assert len(longest) == 246
+    resp = post(local_app, "dev", longest, b"", status=400,
+                attestations=json.dumps([ATTESTATION]))
+    assert "longer than 242 bytes" in resp.status and "attestations" in resp.status
+    build = "x" * (242 - len("acme-1.0--py3-none-any.whl"))
+    name = f"acme-1.0-1{build[1:]}-py3-none-any.whl"
+    assert len(name) == 242
+    post(local_app, "dev", name, wheel_bytes("acme", "1.0"),
+         status=200, attestations=json.dumps([ATTESTATION]))
+    assert (settings.root / "dev" / "acme" / f"{name}.attestations").exists()
+
+
 @pytest.mark.parametrize("value", ["not json", "{}", "[]", '[{"no": "envelope"}]'])
 def test_bad_attestations_are_refused(local_app: TestApp, settings: Settings,
                                       value: str) -> None:

@@ -191,6 +191,19 @@ def test_removed_filename_is_never_reusable(app: TestApp, settings: Settings) ->
     assert "File already exists" in resp.status and "never be reused" in resp.status
 
 
+def test_an_upload_over_a_damaged_record_is_refused_without_paths(
+        app: TestApp, settings: Settings) -> None:
+    post(app, "dev", WHL, GOOD, status=200)
+    record = settings.state / "records" / "dev" / "acme.json"
+    record.write_text('{"files": null, "tombstones": {}}')
+    resp = app.post("/pypi/dev/", params=twine_fields(WHL, GOOD),
+                    upload_files=[("content", WHL, GOOD)],
+                    extra_environ={"REMOTE_USER": "alice"}, status=500, expect_errors=True)
+    assert "records is damaged" in resp.text and str(settings.state) not in resp.text
+    assert f"{record}: the record's files is NoneType" in resp.errors  # the sysadmin's log
+    assert (settings.root / "dev" / "acme" / WHL).read_bytes() == GOOD
+
+
 def test_health(app: TestApp, settings: Settings) -> None:
     regenerate(settings)
     body = app.get("/pypi/+health", status=200).json

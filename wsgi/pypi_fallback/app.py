@@ -31,6 +31,7 @@ from .errors import (
     MethodNotAllowed,
     NotFound,
     PyPIFallbackError,
+    StateCorrupt,
     TooLarge,
     UpstreamBusy,
     UpstreamUnavailable,
@@ -190,9 +191,10 @@ class App:
         self.settings = self.pages.settings = self.policy.current()
         try:
             response = self.route(request)
-        except ClaimsCorrupt as exc:
+        except StateCorrupt as exc:
             print(f"pypi-fallback: {exc}", file=environ.get("wsgi.errors"))
-            response = error_response(500, "The server's claims map is damaged; nothing was "
+            what = "claims map" if isinstance(exc, ClaimsCorrupt) else "records"
+            response = error_response(500, f"The server's {what} is damaged; nothing was "
                                            "published (an administrator must see the error log)")
         except PyPIFallbackError as exc:
             response = error_response(status_of(exc), str(exc))

@@ -78,8 +78,17 @@ class UpstreamUnavailable(PyPIFallbackError):
     retry_after = 60
 
 
-class ClaimsCorrupt(PyPIFallbackError):
+class StateCorrupt(PyPIFallbackError):
+    """A state file that is not what this program writes: nothing is decided on its strength
+    (HTTP 500 without paths; the error log and the commands name the file)."""
+
+
+class ClaimsCorrupt(StateCorrupt):
     """The claims map holds a line that is not exactly ``<normalized name> <reason>``."""
+
+
+class RecordCorrupt(StateCorrupt):
+    """A project's record is not JSON, or a field of it has the wrong type."""
 
 
 class UpstreamError(PyPIFallbackError):
@@ -129,7 +138,7 @@ STATUS: dict[type[PyPIFallbackError], int] = {
     MethodNotAllowed: 405,
     Gone: 410,
     UpstreamUnavailable: 503,
-    ClaimsCorrupt: 500,
+    StateCorrupt: 500,
 }
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from .config import Settings
 from .errors import Forbidden, NotFound, UpstreamError, UpstreamUnavailable
 from .listing import ProjectStatus
-from .names import NormalizedName, parse_dist_filename
+from .names import METADATA_SUFFIX, NormalizedName, companion_fits, parse_dist_filename
 from .records import AuditEntry, FileEntry, UpstreamListing
 from .render import Admitted
 from .storage import (
@@ -259,11 +259,12 @@ def admitted_upstream(settings: Settings, project: NormalizedName,
         if verdict.exception:
             admitted.exceptions.append((f.filename, verdict.exception))
         url = f"../../{UPSTREAM_DIR}/{project}/{f.filename}" if cache else f.url
-        provenance = f"{url}.provenance" if cache and f.provenance else f.provenance
-        # PEP 658/714: in cache mode the metadata is fetched on demand like the file (and not
-        # offered when its companion file's name would be too long)
+        # PEP 658/714, PEP 740: in cache mode the metadata and the provenance are fetched on
+        # demand like the file, and not offered when the name kept beside it would be too long
+        provenance = f.provenance if not cache else f"{url}.provenance" if f.provenance \
+            and companion_fits(f.filename, ".provenance") else None
         metadata = f.metadata_sha256 if not cache or \
-            len(f.filename) + len(".metadata") <= 250 else None
+            companion_fits(f.filename, METADATA_SUFFIX) else None
         admitted.entries.append(replace(f, url=url, metadata_sha256=metadata,
                                         provenance=provenance))
     return admitted

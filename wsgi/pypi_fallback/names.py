@@ -41,6 +41,10 @@ RepoName = NewType("RepoName", str)
 
 MAX_FILENAME_BYTES = 255
 METADATA_SUFFIX = ".metadata"  # PEP 658: <file>.metadata beside each wheel
+# What may be kept beside a file: its PEP 658 metadata, PEP 740 provenance, the uploader's
+# attestations. A filename leaves room for the longest.
+COMPANION_SUFFIXES = (METADATA_SUFFIX, ".provenance", ".attestations")
+MAX_DIST_FILENAME_BYTES = MAX_FILENAME_BYTES - max(len(s) for s in COMPANION_SUFFIXES)
 EXTENSIONS = (".whl", ".tar.gz", ".zip")
 
 DistKind = Literal["wheel", "sdist"]
@@ -89,15 +93,21 @@ def parse_normalized_name(name: str, where: str = "name") -> NormalizedName:
     return project
 
 
+def companion_fits(filename: str, suffix: str) -> bool:
+    """Whether ``<filename><suffix>`` is a name the file system takes."""
+    return len((filename + suffix).encode("utf-8", "surrogateescape")) <= MAX_FILENAME_BYTES
+
+
 def check_safe_filename(filename: str) -> None:
     """Refuse a filename that could escape its folder or confuse a reader."""
     if not filename:
         raise InvalidFilename("Invalid filename: empty")
-    limit = MAX_FILENAME_BYTES - len(METADATA_SUFFIX)  # room for <file>.metadata
+    limit = MAX_DIST_FILENAME_BYTES
     if len(filename.encode("utf-8", "surrogateescape")) > limit:
         raise InvalidFilename(
             f"Invalid filename: longer than {limit} bytes (the limit of the file system, less "
-            f"room for its {METADATA_SUFFIX} file): {filename[:40]!r}…"
+            f"room for the files kept beside it, {', '.join(COMPANION_SUFFIXES)}): "
+            f"{filename[:40]!r}…"
         )
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in filename):
         raise InvalidFilename(f"Invalid filename: control character in {filename!r}")

@@ -42,7 +42,7 @@ from packaging.version import InvalidVersion, Version
 from . import mirror
 from .archive import inspect_dist
 from .config import Settings
-from .errors import PyPIFallbackError
+from .errors import PyPIFallbackError, RecordCorrupt
 from .names import NormalizedName, RepoName, is_normalized_name, parse_dist_filename
 from .pagehtml import (
     PAGES_URL,
@@ -392,8 +392,12 @@ def refresh_projects(settings: Settings, projects: Iterable[str], *, force: bool
         with contextlib.ExitStack() as stack:
             for project in chunk:
                 stack.enter_context(locked(tree, f"+page-{project}"))
-                if _refresh_one(settings, tree, project, claims.get(project), writer, force):
-                    changed.add(project)
+                try:
+                    if _refresh_one(settings, tree, project, claims.get(project), writer,
+                                    force):
+                        changed.add(project)
+                except RecordCorrupt:  # its page stays as it was; regen-index names the file
+                    continue
     return changed
 
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .errors import ClaimsCorrupt, PyPIFallbackError
+from .errors import ClaimsCorrupt, PyPIFallbackError, RecordCorrupt
 from .names import NormalizedName, parse_normalized_name
 
 PROJECT_STATUSES = ("active", "archived", "quarantined", "deprecated")  # PEP 792
@@ -39,6 +39,26 @@ SIDECAR_KEYS = {".provenance": "provenance_sha256", ".attestations": "attestatio
 
 def _extra(data: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in known}
+
+
+def _object(value: Any, what: str) -> Mapping[str, Any]:
+    """A JSON object of a record; anything else is a damaged record (never read as empty:
+    an empty list of tombstones would let a removed filename be published again)."""
+    if not isinstance(value, Mapping):
+        raise RecordCorrupt(f"{what} is {type(value).__name__}, not an object")
+    return value
+
+
+def _typed(data: Mapping[str, Any], key: str, types: tuple[type, ...], what: str,
+           default: Any = None) -> Any:
+    """``data[key]`` if it is one of ``types`` (a bool is no number here), ``default`` when
+    absent (or null, for an optional field); RecordCorrupt otherwise."""
+    value = data.get(key, default)
+    if value is None and default is None:
+        return None
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise RecordCorrupt(f"{what}: {key!r} is a {type(value).__name__}")
+    return value
 
 
 def _optional(**values: Any) -> dict[str, Any]:
@@ -111,20 +131,26 @@ class FileRecord:
         return data
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FileRecord:
-        yanked = data.get("yanked", False)
+    def from_json(cls, data: Any, what: str = "a file") -> FileRecord:
+        data = _object(data, what)
+        text, number, flag = (str,), (int,), (bool,)
         return cls(
-            sha256=data["sha256"], size=data["size"], version=str(data.get("version", "")),
-            upload_time=data.get("upload_time") or "",
-            requires_python=data.get("requires_python"),
-            metadata_sha256=data.get("metadata_sha256"),
-            yanked=yanked if isinstance(yanked, (bool, str)) else False,
-            mtime_ns=data.get("mtime_ns"), ctime_ns=data.get("ctime_ns"),
-            pending=bool(data.get("pending")), pinned=bool(data.get("pinned")),
-            promoted_from=data.get("promoted_from"),
-            provenance_sha256=data.get("provenance_sha256"),
-            attestations_sha256=data.get("attestations_sha256"),
-            source=data.get("source"), upstream_upload_time=data.get("upstream_upload_time"),
+            sha256=_typed(data, "sha256", text, what, ""),
+            size=_typed(data, "size", number, what, 0),
+            version=_typed(data, "version", text, what, ""),
+            upload_time=_typed(data, "upload_time", text, what) or "",
+            requires_python=_typed(data, "requires_python", text, what),
+            metadata_sha256=_typed(data, "metadata_sha256", text, what),
+            yanked=_typed(data, "yanked", (bool, str), what, False),
+            mtime_ns=_typed(data, "mtime_ns", number, what),
+            ctime_ns=_typed(data, "ctime_ns", number, what),
+            pending=_typed(data, "pending", flag, what, False),
+            pinned=_typed(data, "pinned", flag, what, False),
+            promoted_from=_typed(data, "promoted_from", text, what),
+            provenance_sha256=_typed(data, "provenance_sha256", text, what),
+            attestations_sha256=_typed(data, "attestations_sha256", text, what),
+            source=_typed(data, "source", text, what),
+            upstream_upload_time=_typed(data, "upstream_upload_time", text, what),
             extra=_extra(data, cls._KNOWN))
 
 
@@ -145,9 +171,12 @@ class Tombstone:
                 **_optional(by=self.by)}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Tombstone:
-        return cls(data.get("sha256", ""), data.get("time", ""), data.get("why", ""),
-                   data.get("by"), _extra(data, cls._KNOWN))
+    def from_json(cls, data: Any, what: str = "a tombstone") -> Tombstone:
+        data = _object(data, what)
+        text = (str,)
+        return cls(_typed(data, "sha256", text, what, ""), _typed(data, "time", text, what, ""),
+                   _typed(data, "why", text, what, ""), _typed(data, "by", text, what),
+                   _extra(data, cls._KNOWN))
 
 
 @dataclass(frozen=True)
@@ -158,17 +187,25 @@ class StatusRecord:
     reason: str | None
     by: str | None = None
     time: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    _KNOWN = frozenset(("status", "reason", "by", "time"))
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "reason": self.reason, "by": self.by, "time": self.time}
+        return {**self.extra, "status": self.status, "reason": self.reason, "by": self.by,
+                "time": self.time}
 
     @classmethod
     def from_json(cls, data: Any) -> StatusRecord | None:
-        """None for anything that is not a status this program writes."""
-        if not isinstance(data, Mapping) or data.get("status") not in PROJECT_STATUSES \
-                or set(data) - {"status", "reason", "by", "time"}:
+        """None for a status this version does not know (kept as it was, not applied); keys
+        it does not know are kept."""
+        what = "the project's status"
+        if not isinstance(data, Mapping) or data.get("status") not in PROJECT_STATUSES:
             return None
-        return cls(data["status"], data.get("reason"), data.get("by"), data.get("time"))
+        text = (str,)
+        return cls(data["status"], _typed(data, "reason", text, what),
+                   _typed(data, "by", text, what), _typed(data, "time", text, what),
+                   _extra(data, cls._KNOWN))
 
 
 @dataclass
@@ -200,16 +237,25 @@ class ProjectRecord:
         return data
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ProjectRecord:
+    def from_json(cls, data: Any) -> ProjectRecord:
+        """RecordCorrupt for a record whose fields have the wrong types (a null list of
+        files or tombstones included): a damaged record is never read as an empty one."""
+        data = _object(data, "the record")
         extra = _extra(data, cls._KNOWN)
-        status = StatusRecord.from_json(data.get("status"))
-        if status is None and "status" in data:
-            extra["status"] = data["status"]  # not understood: kept as it was
+        status = None
+        if "status" in data:
+            status = StatusRecord.from_json(data["status"])
+            if status is None:
+                extra["status"] = data["status"]  # not understood: kept as it was
+        files = _object(data.get("files", {}), "the record's files")
+        tombstones = _object(data.get("tombstones", {}), "the record's tombstones")
+        text = (str,)
         return cls(
-            files={n: FileRecord.from_json(f) for n, f in (data.get("files") or {}).items()},
-            tombstones={n: Tombstone.from_json(t)
-                        for n, t in (data.get("tombstones") or {}).items()},
-            listing=data.get("listing"), listing_html=data.get("listing_html"),
+            files={n: FileRecord.from_json(f, f"file {n!r}") for n, f in files.items()},
+            tombstones={n: Tombstone.from_json(t, f"tombstone {n!r}")
+                        for n, t in tombstones.items()},
+            listing=_typed(data, "listing", text, "the record"),
+            listing_html=_typed(data, "listing_html", text, "the record"),
             status=status, extra=extra)
 
     def dump(self) -> bytes:

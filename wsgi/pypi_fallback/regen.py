@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import mirror
 from .config import Settings
+from .errors import RecordCorrupt
 from .listing import TYPE_MAP
 from .names import NormalizedName, RepoName, is_normalized_name
 from .pages import refresh as refresh_pages
@@ -223,7 +224,7 @@ def regenerate(settings: Settings, repos: Sequence[RepoName] | None = None,
                 try:
                     _regenerate_project(settings, tree, project, scan_repos, render_repos,
                                         writer, report, roots, held, upstream_url)
-                except (OSError, ValueError) as exc:  # one bad project: the rest goes on
+                except (OSError, ValueError, RecordCorrupt) as exc:  # the rest goes on
                     report.skipped(project, exc)
             try:
                 writer.flush()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from .config import Settings
+from .errors import RecordCorrupt
 from .names import NormalizedName
 from .records import AuditEntry, ProjectRecord, parse_claims, render_claims
 
@@ -614,11 +615,18 @@ def locked(tree: Tree, name: str) -> Iterator[None]:
 
 def load_record(tree: Tree, repo: str, project: NormalizedName) -> ProjectRecord:
     """The state kept for one project in one repo: its files and its tombstones."""
+    path = tree.record_path(repo, project)
     try:
-        with open(tree.record_path(repo, project), "rb") as f:
-            return ProjectRecord.from_json(json.load(f))
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         return ProjectRecord()
+    try:
+        return ProjectRecord.from_json(json.loads(data))
+    except ValueError as exc:  # not JSON (or not UTF-8)
+        raise RecordCorrupt(f"{path}: not a record: {exc}") from None
+    except RecordCorrupt as exc:
+        raise RecordCorrupt(f"{path}: {exc}") from None
 
 
 # -- claims: names that never fall back upstream (the format: records.Claim) -------------------
