@@ -20,7 +20,7 @@ In one run, on loopback only:
             daemons) after the reads and an upload, vs the static Apache's after its reads.
   uploads   POST median through Apache with basic auth, a new release and a new project,
             into a repo of 1k, 10k, 100k projects (``--upload-sizes``); the tree is written
-            directly and listed by one regeneration.
+            directly (bench_upload's), listed by one regeneration, every name claimed.
   regen     regen-index on tmpfs (CPU only): a full run over N projects x 3 wheels and a
             rerun with nothing changed, vs a plain generator hashing the same files and
             writing the pages (bench_regen's loop) (``--regen-sizes``).
@@ -61,6 +61,7 @@ from packaging.utils import parse_wheel_filename  # noqa: E402
 from pypi_fallback.config import load_settings  # noqa: E402
 from pypi_fallback.regen import regenerate  # noqa: E402
 from pypi_fallback.serve import APACHE, BUFFERED_LOG, MODULES_DIR, SERVER_TUNING  # noqa: E402
+from pypi_fallback.storage import Tree, add_claims  # noqa: E402
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 PLAIN = """
@@ -375,6 +376,8 @@ def upload_row(upstream: FakeUpstream, projects: int, args: argparse.Namespace
     with index_deployment(upstream) as site:
         t0 = time.perf_counter()
         populate(site.settings, projects)
+        # as uploads would have left it: every local name claimed
+        add_claims(Tree.of(site.settings), {f"proj-{i}": "published" for i in range(projects)})
         chown_tree(site.settings.root, site.settings.state)
         built = time.perf_counter() - t0
         figures: dict[str, float] = {}
