@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,4 +60,9 @@ def test_tests_config_logs_each_request_at_once(home: Path) -> None:
     conf = write_httpd_conf(home, "127.0.0.1", port, dropin, "www-data")
     with running_apache(conf, port):
         raw_get(f"http://127.0.0.1:{port}/nothing-here")
+        # Apache logs just after the answer went out: wait a little for the line, no more
+        deadline = time.monotonic() + 5
+        while "GET /nothing-here" not in (home / "access.log").read_text() and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
         assert "GET /nothing-here" in (home / "access.log").read_text()
