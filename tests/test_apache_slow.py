@@ -112,6 +112,8 @@ def test_symlinks_planted_in_the_tree_are_not_followed(site: Deployment) -> None
     folder.mkdir(parents=True)
     os.symlink("/etc/passwd", folder / "linked-1.0.tar.gz")
     os.symlink("/etc/passwd", folder / "index.html")
+    (folder / "sub").mkdir()  # deeper down: a folder in a project folder
+    os.symlink("/etc/passwd", folder / "sub" / "passwd")
     published = root / "dev" / "published"  # a project with real listings …
     published.mkdir()
     for name in ("index.v1_json", "index.var"):
@@ -122,6 +124,7 @@ def test_symlinks_planted_in_the_tree_are_not_followed(site: Deployment) -> None
                          ("/pypi/stable/etcproj/", "text/html"),
                          ("/pypi/dev/linked/linked-1.0.tar.gz", "*/*"),
                          ("/pypi/dev/linked/index.html", "*/*"),
+                         ("/pypi/dev/linked/sub/passwd", "*/*"),
                          ("/pypi/dev/linked/", "text/html"),
                          ("/pypi/dev/published/", "text/html"),
                          ("/pypi/dev/published/", "application/vnd.pypi.simple.v1+html"),

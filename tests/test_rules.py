@@ -50,7 +50,11 @@ def test_dropin_says_how_long_caches_may_keep_answers() -> None:
     assert listing in text
     assert 'Header set Cache-Control "public, max-age=31536000, immutable"' in text
     assert text.count("Header merge Vary Accept") == 1  # in the listings' <FilesMatch> only
-    assert "%{HTTP:Accept}" not in text  # reading it in <If> would add Vary to every file
+    # reading Accept adds Vary, unless it is read with req_novary (<If>) or [NV] (RewriteCond):
+    # files must not vary by Accept, listings say so themselves
+    assert "req('Accept')" not in text
+    reads = [line for line in text.splitlines() if "%{HTTP:Accept}" in line]
+    assert reads and all(line.endswith(" [NV]") for line in reads)
 
 
 @pytest.mark.parametrize(("pattern", "regex"), [("acme-*", "acme\\-[a-z0-9-]*"),

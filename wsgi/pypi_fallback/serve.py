@@ -24,6 +24,34 @@ MODULES = ("mpm_event", "authz_core", "authz_host", "authz_user", "authz_groupfi
            "negotiation", "dir", "env", "setenvif", "reqtimeout", "wsgi", "ldap",
            "authnz_ldap")
 DEMO_USERS = {"alice": "developers", "carol": "qc"}
+# What every Apache started here (and the benchmark's plain static one) runs with:
+#  - sendfile: files (listings and distributions) go from the page cache to the socket
+#    without a copy through Apache's buffers (Apache's default is Off);
+#  - (scripts/serve only, see BUFFERED_LOG) a buffered access log;
+#  - the event MPM, stated so that it does not depend on the build: Debian's idle values
+#    (mpm_event.conf: 2 processes of 25 threads at start, 25-75 spare threads), and
+#    Apache's own ceiling of 400 connections at once (16 processes), which mod_reqtimeout's
+#    limits (below) are sized against: slow clients are cut off before they hold them all;
+#  - as Debian's apache2.conf: nothing outside the folders a config grants, and no
+#    .htaccess files (else Apache tries to open one in every folder of every path it
+#    serves, on every request).
+SERVER_TUNING = """\
+<Directory />
+    Options FollowSymLinks
+    AllowOverride None
+    Require all denied
+</Directory>
+EnableSendfile On
+EnableMMAP On
+StartServers 2
+MinSpareThreads 25
+MaxSpareThreads 75
+ThreadLimit 64
+ThreadsPerChild 25
+ServerLimit 16
+MaxRequestWorkers 400
+MaxConnectionsPerChild 0
+"""
 
 DEFAULT_CONFIG = """\
 # pypi-fallback default config, written by the run command
@@ -49,12 +77,18 @@ fallback = ["stable", "upstream"]
 writers = ["qc"]
 fallback = ["upstream"]
 """
+# The access log written in blocks of up to 4 KiB instead of one write() per request: one
+# system call fewer per request, but a line reaches the file (and `tail -f`) only when its
+# block is full or Apache stops or restarts, and a crash loses the unwritten block. The
+# integration tests read the log as they go, so it is left unbuffered there.
+BUFFERED_LOG = "BufferedLogs On\n"
 
 
 def write_httpd_conf(workdir: Path, host: str, port: int, dropin: Path, user: str,
-                     prefix: str = "/pypi") -> Path:
+                     prefix: str = "/pypi", buffered_log: bool = False) -> Path:
     """A whole Apache server config of its own (own ServerRoot, pid, logs, mutexes) that
     includes the drop-in, listening on ``host:port``."""
+    buffered = BUFFERED_LOG if buffered_log else ""
     run = workdir / "run"
     run.mkdir(exist_ok=True)
     loads = "".join(f"LoadModule {m}_module {MODULES_DIR}/mod_{m}.so\n" for m in MODULES)
@@ -70,9 +104,9 @@ ServerName {host}:{port}
 {identity}ErrorLog "{workdir}/error.log"
 LogLevel warn
 LogFormat "%h %u %t \\"%r\\" %>s %b \\"%{{Accept}}i\\"" pypi
-CustomLog "{workdir}/access.log" pypi
+{buffered}CustomLog "{workdir}/access.log" pypi
 TypesConfig /etc/mime.types
-{loads}WSGISocketPrefix "{run}/wsgi"
+{loads}{SERVER_TUNING}WSGISocketPrefix "{run}/wsgi"
 KeepAliveTimeout 5
 Timeout 60
 # Slow clients (mod_reqtimeout): request headers within 10 s, up to 20 s while they come
@@ -130,7 +164,8 @@ def prepare(home: Path, host: str, port: int, config: Path | None) -> tuple[Path
     dropin = home / "pypi-fallback.conf"
     subprocess.run([str(regen / "regen-rules"), "--output", str(dropin), "--check"],
                    check=True, env=env)
-    conf = write_httpd_conf(home, host, port, dropin, user, settings.url_prefix)
+    conf = write_httpd_conf(home, host, port, dropin, user, settings.url_prefix,
+                            buffered_log=True)
     base = f"http://{host}:{port}{settings.url_prefix}"
     notes[:0] = [f"pypi-fallback on {base}/dev/ and {base}/stable/ (config {config})"]
     notes += [f"  pip install --index-url {base}/dev/ PROJECT",
