@@ -237,12 +237,15 @@ def recheck_claims(settings: Settings, upstream: Upstream) -> list[str]:
 
 
 def admitted_upstream(settings: Settings, project: NormalizedName,
-                      now: float | None = None) -> Admitted:
-    """The cached upstream files of ``project``, as listed on a page at
-    ``<prefix>/<repo or +upstream>/<project>/``: only those old enough for the cooldown
-    (``policy.min_age``, ``policy.freeze``) or covered by ``policy.exceptions``; in cache
-    mode links (files and PEP 740 provenance) go through this server."""
-    listing = load_listing(Tree.of(settings), project)
+                      now: float | None = None, listing: UpstreamListing | None = None
+                      ) -> Admitted:
+    """The cached upstream files of ``project`` (its cached listing, or ``listing`` when
+    given), as listed on a page at ``<prefix>/<repo or +upstream>/<project>/``: only those
+    old enough for the cooldown (``policy.min_age``, ``policy.freeze``) or covered by
+    ``policy.exceptions``; in cache mode links (files and PEP 740 provenance) go through
+    this server."""
+    if listing is None:
+        listing = load_listing(Tree.of(settings), project)
     if listing is None or not listing.found:
         return Admitted()
     now = time.time() if now is None else now

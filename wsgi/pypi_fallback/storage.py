@@ -222,6 +222,39 @@ class Writer:
         """Nothing is pending: every write was done when it returned."""
 
 
+class FolderWriter(Writer):
+    """Like ``Writer`` (each file made durable before its rename), with each folder made
+    durable once, by ``flush``, after all its renames: for a few files in one folder (a
+    listing's), which the caller publishes under its lock until ``flush`` returns."""
+
+    def __init__(self) -> None:
+        self.folders: set[Path] = set()
+
+    def write(self, path: Path, data: bytes) -> None:
+        tmp = _write_tmp(path, data, durable=True)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self.folders.add(path.parent)
+
+    def remove(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            self.folders.add(path.parent)
+
+    def link(self, src: Path, dst: Path) -> None:
+        with contextlib.suppress(FileExistsError):
+            os.link(src, dst)
+            self.folders.add(dst.parent)
+
+    def flush(self) -> None:
+        while self.folders:
+            fsync_dir(self.folders.pop())
+
+
 class Volatile(Writer):
     """Writes derived files (the pages for people and what they are made from) atomically
     but without fsync: readers still never see a half-written file, while a crash may lose
