@@ -5,10 +5,14 @@ stays served while the upstream fails."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apache_server import USERS, deployed
@@ -77,6 +81,50 @@ def test_the_page_is_written_before_the_answer_and_stamped_just_after(tmp_path: 
         assert stamper.wait(10)
         assert sum(p.startswith("/simple/stamp-pkg/") for p in up.requests) == 1
         assert (settings.state / "fresh" / "stamp-pkg").is_dir()
+
+
+@pytest.mark.parametrize("function", ["open", "fsync", "replace", "link"])
+def test_a_fault_while_publishing_a_cold_page_leaves_no_half_page(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: str) -> None:
+    """The listing's copy and the page are made durable together: an OSError at any call
+    leaves no temporary file, and no page Apache would serve (it serves a page once its
+    index.var is there) that is not whole; the next request publishes it."""
+    with running_upstream() as up:
+        up.add("fault-pkg", wheel_name("fault-pkg", "1.0"), wheel_bytes("fault-pkg", "1.0"))
+        settings = load_settings(write_config(tmp_path, upstream=up.simple_url, mode="cache"))
+        upstream = make_upstream(settings)
+        page = settings.root / "+upstream" / "fault-pkg"
+        copy = settings.state / "upstream"
+        real = getattr(os, function)
+        for n in range(1, 40):
+            calls = [0]
+
+            def fake(*args: Any, _n: int = n, _calls: list[int] = calls, **kw: Any) -> Any:
+                _calls[0] += 1
+                if _calls[0] == _n:
+                    raise OSError(errno.EIO, os.strerror(errno.EIO))
+                return real(*args, **kw)
+
+            monkeypatch.setattr(os, function, fake)
+            try:
+                revalidate_cached_page(settings, upstream, NormalizedName("fault-pkg"))
+                failed = False
+            except OSError:
+                failed = True
+            finally:
+                monkeypatch.setattr(os, function, real)
+            stamper.wait(10)
+            left = [p.name for d in (page, copy) if d.is_dir() for p in d.iterdir()]
+            assert not [name for name in left if name.startswith(".tmp-")], (n, left)
+            if (page / "index.var").exists():
+                assert json.loads((page / "index.v1_json").read_bytes())["name"] == "fault-pkg"
+                assert b"fault_pkg-1.0" in (page / "index.html").read_bytes()
+            if not failed:
+                break
+            shutil.rmtree(page, ignore_errors=True)  # cold again
+            shutil.rmtree(copy, ignore_errors=True)
+        assert not failed and calls[0] < n, "the fault was never hit"
+        assert (page / "index.var").exists()
 
 
 def test_a_new_upstream_release_is_seen_within_ttl_plus_the_slack(tmp_path: Path) -> None:

@@ -223,36 +223,58 @@ class Writer:
 
 
 class FolderWriter(Writer):
-    """Like ``Writer`` (each file made durable before its rename), with each folder made
-    durable once, by ``flush``, after all its renames: for a few files in one folder (a
-    listing's), which the caller publishes under its lock until ``flush`` returns."""
+    """Writes a few files (a listing's, and the upstream listing it is made from) durably
+    with as few waits for the disk as that takes: ``write`` makes a temporary file;
+    ``flush`` makes them all durable, renames them into place (the removals and links asked
+    for done in order with them) and makes each folder durable once. Nothing is visible
+    before ``flush``: the caller holds its locks until then, and calls ``discard`` (which
+    ``flush`` does too) however it ends."""
 
     def __init__(self) -> None:
-        self.folders: set[Path] = set()
+        # (what, path, target): "replace" a temporary file into place, "remove" path, "link"
+        self.pending: list[tuple[str, Path, Path | None]] = []
 
     def write(self, path: Path, data: bytes) -> None:
-        tmp = _write_tmp(path, data, durable=True)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        self.folders.add(path.parent)
+        self.pending.append(("replace", _write_tmp(path, data, durable=False), path))
 
     def remove(self, path: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-            self.folders.add(path.parent)
+        self.pending.append(("remove", path, None))
 
     def link(self, src: Path, dst: Path) -> None:
-        with contextlib.suppress(FileExistsError):
-            os.link(src, dst)
-            self.folders.add(dst.parent)
+        self.pending.append(("link", src, dst))
 
     def flush(self) -> None:
-        while self.folders:
-            fsync_dir(self.folders.pop())
+        try:
+            for what, path, _ in self.pending:
+                if what == "replace":
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            folders: set[Path] = set()
+            for what, path, target in self.pending:
+                if what == "replace" and target is not None:
+                    os.replace(path, target)
+                elif what == "link" and target is not None:
+                    with contextlib.suppress(FileExistsError):
+                        os.link(path, target)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                folders.add((target or path).parent)
+            for folder in sorted(folders):
+                fsync_dir(folder)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the temporary files not renamed into place; forget what was pending."""
+        for what, path, _ in self.pending:
+            if what == "replace":
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        self.pending.clear()
 
 
 class Volatile(Writer):

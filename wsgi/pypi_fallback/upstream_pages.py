@@ -79,17 +79,22 @@ def revalidate_cached_page(settings: Settings, upstream: Upstream,
                            project: NormalizedName) -> None:
     """Cache mode (``+cache``): the upstream's listing of ``project`` revalidated (fetched
     if stale), its page under ``+upstream`` rewritten if it changed; NotFound when the
-    upstream does not know the name. It is stamped fresh just after (``stamper``): the
-    answer does not wait for that, and until the stamps are there a request for the page
-    comes here again and finds the listing fresh (no upstream request)."""
-    with revalidation_lock(project):
-        listing = mirror.get_listing(settings, upstream, project)
-        if not listing.found:
-            raise NotFound(f"{project!r} is not on the upstream")
-        with locked(Tree.of(settings), f"+fetch-{project}"):
-            writer = FolderWriter()
-            publish_upstream_page(settings, project, writer, listing)
-            writer.flush()
+    upstream does not know the name. The listing's copy and the page are published
+    together, before the answer (Apache serves the page; the file requests that follow
+    read the copy). It is stamped fresh just after (``stamper``): the answer does not
+    wait for that, and until the stamps are there a request for the page comes here again
+    and finds the listing fresh (no upstream request)."""
+    writer = FolderWriter()  # the listing fetched and its page: made durable together
+    try:
+        with revalidation_lock(project):
+            listing = mirror.get_listing(settings, upstream, project, writer=writer)
+            if not listing.found:
+                raise NotFound(f"{project!r} is not on the upstream")
+            with locked(Tree.of(settings), f"+fetch-{project}"):
+                publish_upstream_page(settings, project, writer, listing)
+                writer.flush()
+    finally:
+        writer.discard()
     stamper.request(settings, listing)
 
 
