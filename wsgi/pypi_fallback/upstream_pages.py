@@ -99,32 +99,37 @@ def revalidate_cached_page(settings: Settings, upstream: Upstream,
 
 
 class Stamper:
-    """Freshness stamps (``mirror.stamp_fresh``) written by a thread of their own, one
-    project after the other, with the time of the request that asked for them; a newer
-    request for a project replaces one still waiting. Lost stamps (a crash, a full disk)
-    only cost a revalidation of the cached listing (conditional, at most once a request)."""
+    """Freshness stamps (``mirror.stamp_fresh``) written by a thread of their own (started
+    once: a request never waits for a thread to start), one project after the other, with
+    the time of the request that asked for them; a newer request for a project replaces one
+    still waiting. Lost stamps (a crash, a full disk) only cost a revalidation of the cached
+    listing (conditional, at most once a request)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._waiting: dict[tuple[Path, NormalizedName],
                             tuple[Settings, UpstreamListing, float]] = {}
-        self._running = False
+        self._busy = False
+        self._thread: threading.Thread | None = None
 
     def request(self, settings: Settings, listing: UpstreamListing) -> None:
-        with self._lock:
+        with self._cond:
             self._waiting[settings.state, listing.project] = (settings, listing, time.time())
-            if self._running:
-                return
-            self._running = True
-        threading.Thread(target=self._run, name="pypi-fallback-stamps", daemon=True).start()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="pypi-fallback-stamps",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
 
     def _run(self) -> None:
         while True:
-            with self._lock:
-                if not self._waiting:
-                    self._running = False
-                    return
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()  # for wait()
+                while not self._waiting:
+                    self._cond.wait()
                 settings, listing, now = self._waiting.pop(next(iter(self._waiting)))
+                self._busy = True
             try:
                 mirror.stamp_fresh(settings, listing, now)
             except OSError as exc:
@@ -134,12 +139,13 @@ class Stamper:
     def wait(self, seconds: float) -> bool:
         """Whether every stamp asked for is written within ``seconds`` (for tests)."""
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._running:
-                    return True
-            time.sleep(0.01)
-        return False
+        with self._cond:
+            while self._waiting or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
 
 
 stamper = Stamper()
