@@ -12,10 +12,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
-from apache_server import Deployment, deployed
-from clients import pip_install, raw_get, uv_install
+from apache_server import USERS, Deployment, deployed
+from clients import basic, pip_install, raw_get, uv_install
 from distfactory import wheel_bytes, wheel_name
 from fake_upstream import running_upstream
 
@@ -88,15 +89,55 @@ def test_installs_keep_working_when_the_upstream_is_gone(fresh_cache_site: Deplo
         assert installed(tmp_path / client) == expected
 
 
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+
 def test_cache_mode_listing_links_through_this_server(cache_site: Deployment) -> None:
-    status, headers, _ = raw_get(cache_site.url("dev") + "lazy-pkg/")
+    """A project no local repo holds: the +upstream page is the repo's answer, in place (no
+    round trip back to the client), at the same depth, so that its links hold there too."""
+    url = cache_site.url("dev") + "lazy-pkg/"
+    status, headers, body = raw_get(url, headers=JSON)  # cold: the app fills it
+    assert status == 200, body
+    assert headers["Content-Type"] == "application/vnd.pypi.simple.v1+json"
+    assert headers["ETag"] and headers["Last-Modified"] and "accept" in headers["Vary"].lower()
+    assert headers["Cache-Control"] == cache_site.settings.listing_cache_control
+    link = "../../+upstream/lazy-pkg/lazy_pkg-1.0-py3-none-any.whl"
+    assert f'"url":"{link}"'.encode() in body
+    assert str(cache_site.upstream.base).encode() not in body
+    assert raw_get(cache_site.origin + "/pypi/+upstream/lazy-pkg/", headers=JSON)[2] == body
+    status, headers, html = raw_get(url, headers={"Accept": "text/html"})  # warm: from disk
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert f'href="{link}'.encode() in html
+    # the file link, resolved against the repo's URL, is the cached file
+    status, _, wheel = raw_get(urljoin(url, link))
+    assert status == 200
+    assert wheel == cache_site.upstream.files["lazy-pkg"][wheel_name("lazy-pkg", "1.0")]
+    assert sum(p.startswith("/simple/lazy-pkg/") for p in cache_site.upstream.requests) == 1
+    # without the slash: a redirect to the page (relative links need the slash)
+    status, headers, _ = raw_get(cache_site.url("dev") + "lazy-pkg")
     assert status == 302
     assert headers["Location"] == cache_site.origin + "/pypi/+upstream/lazy-pkg/"
-    status, headers, body = raw_get(cache_site.origin + "/pypi/+upstream/lazy-pkg/",
-                                    headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-    assert status == 200, body
-    assert b'"url":"../../+upstream/lazy-pkg/lazy_pkg-1.0-py3-none-any.whl"' in body
-    assert str(cache_site.upstream.base).encode() not in body
+    status, headers, _ = raw_get(cache_site.url("dev") + "no-such-pkg/", headers=JSON)
+    assert status == 404 and headers["Cache-Control"] == "no-store"
+
+
+def test_a_repo_with_readers_redirects_to_the_public_page(tmp_path: Path) -> None:
+    """The +upstream page is public: a repository with readers redirects to it (its answer
+    is private) instead of answering with it."""
+    repos = ('[repos.dev]\nwriters = ["developers"]\nreaders = ["developers"]\n'
+             'fallback = ["stable", "upstream"]\n\n'
+             '[repos.stable]\nwriters = ["qc"]\nfallback = ["upstream"]\n')
+    with running_upstream() as up:
+        up.add("open-pkg", wheel_name("open-pkg", "1.0"), wheel_bytes("open-pkg", "1.0"))
+        with deployed(up, mode="cache", repos=repos, server_config="pages = false\n") as site:
+            status, headers, _ = raw_get(site.url("dev") + "open-pkg/",
+                                         headers={**JSON, **basic("alice", USERS["alice"])})
+            assert status == 302, site.error_log()
+            assert headers["Location"] == site.origin + "/pypi/+upstream/open-pkg/"
+            assert "private" in headers["Cache-Control"]
+            assert raw_get(site.url("dev") + "open-pkg/", headers=JSON)[0] == 401
+            status, _, body = raw_get(site.url("stable") + "open-pkg/", headers=JSON)
+            assert status == 200 and b'"name":"open-pkg"' in body
 
 
 def test_one_download_per_file_under_concurrent_requests(cache_site: Deployment) -> None:

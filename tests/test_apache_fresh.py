@@ -5,17 +5,25 @@ stays served while the upstream fails."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apache_server import USERS, deployed
 from clients import pip_install, raw_get, raw_upload
+from conftest import write_config
 from distfactory import wheel_bytes, wheel_name
 from fake_upstream import FakeUpstream, running_upstream
-from pypi_fallback.mirror import FRESH_SLACK, fresh_stamps
+from pypi_fallback.config import load_settings
+from pypi_fallback.mirror import FRESH_SLACK, fresh_stamps, make_upstream
+from pypi_fallback.names import NormalizedName
+from pypi_fallback.upstream_pages import revalidate_cached_page, stamper
 
 pytestmark = pytest.mark.apache
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
@@ -49,6 +57,74 @@ def test_fresh_stamps_cover_the_ttl_and_no_more() -> None:
         "2026030410302", "2026030410303"]
     assert fresh_stamps(now + 2, now) == ["2026030410203"]  # this ten seconds at least
     assert fresh_stamps(now - 5, now) == ["2026030410203"]  # stale: only now
+
+
+def test_the_page_is_written_before_the_answer_and_stamped_just_after(tmp_path: Path) -> None:
+    """+cache's work: the page is on disk when revalidate_cached_page returns (Apache
+    serves it next); the stamps follow from a thread of their own, for the ttl."""
+    with running_upstream() as up:
+        up.add("stamp-pkg", wheel_name("stamp-pkg", "1.0"), wheel_bytes("stamp-pkg", "1.0"))
+        settings = load_settings(write_config(tmp_path, upstream=up.simple_url, mode="cache"))
+        upstream = make_upstream(settings)
+        started = time.time()
+        revalidate_cached_page(settings, upstream, NormalizedName("stamp-pkg"))
+        page = settings.root / "+upstream" / "stamp-pkg"
+        assert json.loads((page / "index.v1_json").read_bytes())["name"] == "stamp-pkg"
+        assert b"stamp_pkg-1.0" in (page / "index.html").read_bytes()
+        assert (page / "index.var").stat().st_nlink >= 2  # the shared type map
+        assert stamper.wait(10)
+        stamps = sorted(p.name for p in (settings.state / "fresh" / "stamp-pkg").iterdir())
+        assert stamps in (fresh_stamps(started + 600, started),
+                          fresh_stamps(started + 600, time.time()))
+        # a second request, fresh: no upstream request, the same stamps
+        revalidate_cached_page(settings, upstream, NormalizedName("stamp-pkg"))
+        assert stamper.wait(10)
+        assert sum(p.startswith("/simple/stamp-pkg/") for p in up.requests) == 1
+        assert (settings.state / "fresh" / "stamp-pkg").is_dir()
+
+
+@pytest.mark.parametrize("function", ["open", "fsync", "replace", "link"])
+def test_a_fault_while_publishing_a_cold_page_leaves_no_half_page(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: str) -> None:
+    """The listing's copy and the page are made durable together: an OSError at any call
+    leaves no temporary file, and no page Apache would serve (it serves a page once its
+    index.var is there) that is not whole; the next request publishes it."""
+    with running_upstream() as up:
+        up.add("fault-pkg", wheel_name("fault-pkg", "1.0"), wheel_bytes("fault-pkg", "1.0"))
+        settings = load_settings(write_config(tmp_path, upstream=up.simple_url, mode="cache"))
+        upstream = make_upstream(settings)
+        page = settings.root / "+upstream" / "fault-pkg"
+        copy = settings.state / "upstream"
+        real = getattr(os, function)
+        for n in range(1, 40):
+            calls = [0]
+
+            def fake(*args: Any, _n: int = n, _calls: list[int] = calls, **kw: Any) -> Any:
+                _calls[0] += 1
+                if _calls[0] == _n:
+                    raise OSError(errno.EIO, os.strerror(errno.EIO))
+                return real(*args, **kw)
+
+            monkeypatch.setattr(os, function, fake)
+            try:
+                revalidate_cached_page(settings, upstream, NormalizedName("fault-pkg"))
+                failed = False
+            except OSError:
+                failed = True
+            finally:
+                monkeypatch.setattr(os, function, real)
+            stamper.wait(10)
+            left = [p.name for d in (page, copy) if d.is_dir() for p in d.iterdir()]
+            assert not [name for name in left if name.startswith(".tmp-")], (n, left)
+            if (page / "index.var").exists():
+                assert json.loads((page / "index.v1_json").read_bytes())["name"] == "fault-pkg"
+                assert b"fault_pkg-1.0" in (page / "index.html").read_bytes()
+            if not failed:
+                break
+            shutil.rmtree(page, ignore_errors=True)  # cold again
+            shutil.rmtree(copy, ignore_errors=True)
+        assert not failed and calls[0] < n, "the fault was never hit"
+        assert (page / "index.var").exists()
 
 
 def test_a_new_upstream_release_is_seen_within_ttl_plus_the_slack(tmp_path: Path) -> None:

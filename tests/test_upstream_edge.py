@@ -118,6 +118,31 @@ def test_connections_are_kept_alive_and_replaced_when_closed(upstream: FakeUpstr
     client.close()
 
 
+def test_requests_start_no_thread_each(upstream: FakeUpstream) -> None:
+    """Each request's deadline is kept by one thread per process, started once (a new
+    thread a request made each wait for it to start: milliseconds on a busy machine)."""
+    client = Upstream(upstream.simple_url, timeout=2)
+    client.fetch_listing("acme")
+    started = [0]
+    real_start = threading.Thread.start
+
+    def counting_start(self: threading.Thread) -> None:
+        if "process_request" not in self.name:  # the fake upstream's own
+            started[0] += 1
+        real_start(self)
+
+    threading.Thread.start = counting_start  # type: ignore[method-assign]
+    try:
+        for _ in range(20):
+            listing = client.fetch_listing("acme")
+            client.fetch_file(listing.files[0], io.BytesIO(), 10**8)
+    finally:
+        threading.Thread.start = real_start  # type: ignore[method-assign]
+    assert started[0] == 0
+    assert [t.name for t in threading.enumerate()].count("pypi-fallback-deadlines") == 1
+    client.close()
+
+
 def test_files_wait_for_a_slot_while_listings_are_refused(upstream: FakeUpstream) -> None:
     client = Upstream(upstream.simple_url, timeout=2, max_concurrent=1)
     entry = client.fetch_listing("acme").files[0]

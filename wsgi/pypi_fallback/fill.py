@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO
 
 from .config import Settings
@@ -43,6 +44,10 @@ from .storage import (
     utc_timestamp,
 )
 from .upstream import Upstream
+
+# Verified cold files are published by threads started once (a request never waits for a
+# new thread to start before its last block): as many as a daemon process has threads.
+_publishing = ThreadPoolExecutor(max_workers=16, thread_name_prefix="pypi-fallback-publish")
 
 
 class ColdFile:
@@ -82,7 +87,7 @@ class ColdFile:
                 yield held
                 held = block
             self._handed_off = True  # verified: published in the background
-            threading.Thread(target=self._publish_then_release, daemon=True).start()
+            _publishing.submit(self._publish_then_release)
             yield held
         finally:
             self.close()

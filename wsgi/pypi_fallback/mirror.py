@@ -92,9 +92,9 @@ def load_listing(tree: Tree, project: NormalizedName) -> UpstreamListing | None:
         return None
 
 
-def store_listing(tree: Tree, listing: UpstreamListing) -> None:
-    Writer().write(listing_path(tree, listing.project),
-                   json.dumps(listing.to_json(), sort_keys=True).encode())
+def store_listing(tree: Tree, listing: UpstreamListing, writer: Writer | None = None) -> None:
+    (writer or Writer()).write(listing_path(tree, listing.project),
+                               json.dumps(listing.to_json(), sort_keys=True).encode())
 
 
 def is_fresh(settings: Settings, listing: UpstreamListing | None) -> bool:
@@ -102,9 +102,10 @@ def is_fresh(settings: Settings, listing: UpstreamListing | None) -> bool:
 
 
 def get_listing(settings: Settings, upstream: Upstream, project: NormalizedName, *,
-                store: bool = True) -> UpstreamListing:
+                store: bool = True, writer: Writer | None = None) -> UpstreamListing:
     """The upstream's page for ``project``: the cached copy while fresh, else fetched
-    (conditionally); on an upstream failure, the last good copy (stale-if-error)."""
+    (conditionally) and stored (by ``writer`` when given); on an upstream failure, the
+    last good copy (stale-if-error)."""
     tree = Tree.of(settings)
     cached = load_listing(tree, project)
     if is_fresh(settings, cached):
@@ -117,7 +118,7 @@ def get_listing(settings: Settings, upstream: Upstream, project: NormalizedName,
             return cached
         raise
     if store and listing.found:  # a name the upstream does not know costs no state
-        store_listing(tree, listing)
+        store_listing(tree, listing, writer)
     return listing
 
 
@@ -237,12 +238,15 @@ def recheck_claims(settings: Settings, upstream: Upstream) -> list[str]:
 
 
 def admitted_upstream(settings: Settings, project: NormalizedName,
-                      now: float | None = None) -> Admitted:
-    """The cached upstream files of ``project``, as listed on a page at
-    ``<prefix>/<repo or +upstream>/<project>/``: only those old enough for the cooldown
-    (``policy.min_age``, ``policy.freeze``) or covered by ``policy.exceptions``; in cache
-    mode links (files and PEP 740 provenance) go through this server."""
-    listing = load_listing(Tree.of(settings), project)
+                      now: float | None = None, listing: UpstreamListing | None = None
+                      ) -> Admitted:
+    """The cached upstream files of ``project`` (its cached listing, or ``listing`` when
+    given), as listed on a page at ``<prefix>/<repo or +upstream>/<project>/``: only those
+    old enough for the cooldown (``policy.min_age``, ``policy.freeze``) or covered by
+    ``policy.exceptions``; in cache mode links (files and PEP 740 provenance) go through
+    this server."""
+    if listing is None:
+        listing = load_listing(Tree.of(settings), project)
     if listing is None or not listing.found:
         return Admitted()
     now = time.time() if now is None else now

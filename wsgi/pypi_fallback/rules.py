@@ -100,6 +100,7 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
     ldap = settings.ldap
     if ldap and ldap.bind_password_file:
         check_path(ldap.bind_password_file, "ldap.bind_password_file", src)
+    cache = settings.fallback_mode == "cache"
     repos = []
     for name, repo in settings.repos.items():
         chain = settings.chain(name)
@@ -116,8 +117,12 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
             "read_groups": list(repo.read_groups),
             "reader_dns": [ldap.groups[g] for g in repo.read_groups] if ldap else [],
             "writer_dns": [ldap.groups[g] for g in repo.writers] if ldap else [],
+            # a project no local repo holds: (the path after its name, the rule's flags);
+            # cache mode serves the +upstream page in place (an internal rewrite) where
+            # the repo has no readers, and redirects the name without its slash to it
+            "upstream_rules": [("/", "L"), ("", "R=302,L")] if cache and not repo.readers
+            else [("/?", "R=302,L")],
         })
-    cache = settings.fallback_mode == "cache"
     limit = settings.max_request_bytes
     return {
         "source": settings.source,

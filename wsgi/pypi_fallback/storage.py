@@ -223,6 +223,61 @@ class Writer:
         """Nothing is pending: every write was done when it returned."""
 
 
+class FolderWriter(Writer):
+    """Writes a few files (a listing's, and the upstream listing it is made from) durably
+    with as few waits for the disk as that takes: ``write`` makes a temporary file;
+    ``flush`` makes them all durable, renames them into place (the removals and links asked
+    for done in order with them) and makes each folder durable once. Nothing is visible
+    before ``flush``: the caller holds its locks until then, and calls ``discard`` (which
+    ``flush`` does too) however it ends."""
+
+    def __init__(self) -> None:
+        # (what, path, target): "replace" a temporary file into place, "remove" path, "link"
+        self.pending: list[tuple[str, Path, Path | None]] = []
+
+    def write(self, path: Path, data: bytes) -> None:
+        self.pending.append(("replace", _write_tmp(path, data, durable=False), path))
+
+    def remove(self, path: Path) -> None:
+        self.pending.append(("remove", path, None))
+
+    def link(self, src: Path, dst: Path) -> None:
+        self.pending.append(("link", src, dst))
+
+    def flush(self) -> None:
+        try:
+            for what, path, _ in self.pending:
+                if what == "replace":
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            folders: set[Path] = set()
+            for what, path, target in self.pending:
+                if what == "replace" and target is not None:
+                    os.replace(path, target)
+                elif what == "link" and target is not None:
+                    with contextlib.suppress(FileExistsError):
+                        os.link(path, target)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                folders.add((target or path).parent)
+            for folder in sorted(folders):
+                fsync_dir(folder)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the temporary files not renamed into place; forget what was pending."""
+        for what, path, _ in self.pending:
+            if what == "replace":
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        self.pending.clear()
+
+
 class Volatile(Writer):
     """Writes derived files (the pages for people and what they are made from) atomically
     but without fsync: readers still never see a half-written file, while a crash may lose

@@ -26,7 +26,9 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import heapq
 import http.client
+import itertools
 import json
 import os
 import select
@@ -59,15 +61,62 @@ MAX_IDLE_SECONDS = 30.0  # a pooled connection unused for longer is closed, not 
 DRAIN_BYTES = 64 * 1024  # an unread body up to this size is read so its connection is kept
 
 
+class _Deadlines:
+    """The watchdogs' deadlines, fired by one thread per process (a timer thread per
+    request would make each request wait for a new thread to start: milliseconds on a
+    busy machine). Cancelled ones are dropped when they come up, or all at once when
+    they are most of what is waiting."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Watchdog]] = []
+        self._count = itertools.count()
+        self._cancelled = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, when: float, dog: _Watchdog) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (when, next(self._count), dog))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="pypi-fallback-deadlines")
+                self._thread.start()
+            self._cond.notify()
+
+    def cancelled(self) -> None:
+        with self._cond:
+            self._cancelled += 1
+            if self._cancelled > 64 and self._cancelled * 2 > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].done]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._heap and self._heap[0][2].done:
+                        heapq.heappop(self._heap)
+                        self._cancelled = max(0, self._cancelled - 1)
+                    now = time.monotonic()
+                    if self._heap and self._heap[0][0] <= now:
+                        dog = heapq.heappop(self._heap)[2]
+                        dog.done = True
+                        break
+                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+            dog._expire()
+
+
+_deadlines = _Deadlines()
+
+
 class _Watchdog:
     """Shuts a connection's socket down at a deadline, whatever the connection is doing
     (connecting, sending, reading headers one byte at a time)."""
 
     def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
-        self.conn, self.expired = conn, False
-        self._timer = threading.Timer(max(0.0, seconds), self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        self.conn, self.expired, self.done = conn, False, False
+        _deadlines.add(time.monotonic() + max(0.0, seconds), self)
 
     def _expire(self) -> None:
         self.expired = True
@@ -77,7 +126,9 @@ class _Watchdog:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        if not self.done:
+            self.done = True
+            _deadlines.cancelled()
 
 
 # -- parsing: two formats, one record --------------------------------------------------------
