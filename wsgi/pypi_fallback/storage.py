@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import functools
@@ -232,14 +231,20 @@ class Volatile(Writer):
     durable = False
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, found when first needed (finding it may run ``ldconfig``: never at
+    import, never in the upload daemon, which does not sync whole file systems)."""
+    import ctypes.util
+
+    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
 def syncfs(path: Path) -> None:
     """Flush every dirty page of the filesystem holding ``path`` (Linux ``syncfs``)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if _libc.syncfs(fd) != 0:
+        if _libc().syncfs(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), str(path))
     finally:
@@ -411,11 +416,24 @@ def is_stale_tmp(entry: os.DirEntry[str], now: float) -> bool:
 
 
 def sha256_file(path: Path, chunk: int = 1024 * 1024) -> str:
+    return read_hashed(path, 0, chunk)[0]
+
+
+def read_hashed(path: Path, keep: int, chunk: int = 1024 * 1024) -> tuple[str, bytes | None]:
+    """The file's sha256, hashed while reading it once, and its bytes when it is at most
+    ``keep`` bytes long (None otherwise): what is read to be hashed need not be read again."""
     h = hashlib.sha256()
+    blocks: list[bytes] | None = []
+    size = 0
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
-    return h.hexdigest()
+            size += len(block)
+            if blocks is not None and size <= keep:
+                blocks.append(block)
+            else:
+                blocks = None
+    return h.hexdigest(), None if blocks is None else b"".join(blocks)
 
 
 def write_listing(writer: Writer, root: Path, folder: Path, body_json: bytes,
