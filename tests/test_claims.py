@@ -77,7 +77,10 @@ def test_a_new_name_rewrites_only_the_small_file_until_it_is_folded(tmp_path: Pa
         assert add_claims(tree, {NormalizedName(f"new-{i}"): "unknown-upstream"}) == [f"new-{i}"]
     assert (tree.claims_map.stat().st_ino, tree.claims_map.read_bytes()) == before
     assert len(lines(tree.claims_new_map)) == CLAIMS_FOLD - 1
-    assert load_claims(tree)["new-0"] == "unknown-upstream" and is_claimed_here(tree, "new-7")
+    claims = load_claims(tree)
+    assert claims["new-0"] == "unknown-upstream" and claims["old-3"] == "published"
+    assert is_claimed_here(tree, NormalizedName("new-7")) and "nothing" not in claims
+    assert len(claims) == len(dict(claims.items())) == 1000 + CLAIMS_FOLD - 1
     assert add_claims(tree, {NormalizedName("old-1"): "private"}) == []  # claimed already
     add_claims(tree, {NormalizedName("last"): "private"})  # the CLAIMS_FOLD-th: folded
     assert lines(tree.claims_new_map) == []

@@ -633,10 +633,29 @@ def _claims_file(path: Path) -> Mapping[NormalizedName, str]:
     return claims
 
 
+class _BothFiles(Mapping[NormalizedName, str]):
+    """The claims map's two files as one read-only mapping, made without copying either."""
+
+    def __init__(self, recent: Mapping[NormalizedName, str],
+                 bulk: Mapping[NormalizedName, str]) -> None:
+        self._recent, self._bulk = recent, bulk
+
+    def __getitem__(self, project: NormalizedName) -> str:
+        reason = self._recent.get(project)
+        return self._bulk[project] if reason is None else reason
+
+    def __iter__(self) -> Iterator[NormalizedName]:
+        yield from self._recent
+        yield from (p for p in self._bulk if p not in self._recent)
+
+    def __len__(self) -> int:
+        return len(self._recent) + sum(1 for p in self._bulk if p not in self._recent)
+
+
 def load_claims(tree: Tree) -> Mapping[NormalizedName, str]:
     """The claims map Apache reads (both of its files, read-only)."""
     bulk, recent = _claims_file(tree.claims_map), _claims_file(tree.claims_new_map)
-    return {**bulk, **recent} if recent else bulk
+    return _BothFiles(recent, bulk) if recent else bulk
 
 
 def is_claimed_here(tree: Tree, project: NormalizedName) -> bool:
