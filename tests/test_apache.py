@@ -12,6 +12,7 @@ from apache_server import USERS, Deployment, deployed
 from clients import PIP_ACCEPT, pip_install, raw_get, twine_upload, uv_install
 from distfactory import sdist_bytes, wheel_bytes, wheel_name, write_sdist, write_wheel
 from fake_upstream import FakeUpstream, running_upstream
+from pypi_fallback.storage import Tree, add_claims
 from uploads import twine_fields
 
 pytestmark = pytest.mark.apache
@@ -76,6 +77,22 @@ def test_local_name_never_goes_upstream(site: Deployment, tmp_path: Path, client
     # stable lacks acme-app, and must not send it upstream either
     status, headers, _ = raw_get(site.url("stable") + "acme-app/")
     assert status == 404 and "Location" not in headers
+    assert not site.upstream.requested("acme-app")
+
+
+def test_claims_in_either_file_of_the_map_are_read_by_apache(site: Deployment) -> None:
+    """A new name is claimed in the map's small file, then folded into the bulk (a full
+    regen-index): stable sends it upstream at no point."""
+    state = site.settings.state
+    for fold in (False, True):
+        if fold:
+            add_claims(Tree.of(site.settings), {}, fold=True)
+        where = state / ("claims.map" if fold else "claims.new.map")
+        assert "acme-app unknown-upstream" in where.read_text().splitlines()
+        status, headers, _ = raw_get(site.url("stable") + "acme-app/")
+        assert status == 404 and "Location" not in headers
+    status, headers, _ = raw_get(site.url("stable") + "public-lib/")  # not claimed
+    assert status == 302 and headers["Location"].endswith("/public-lib/")
     assert not site.upstream.requested("acme-app")
 
 

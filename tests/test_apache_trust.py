@@ -30,8 +30,9 @@ def upload(site: Deployment, repo: str, filename: str, data: bytes, user: str = 
 
 
 def claims(site: Deployment) -> str:
-    path = site.settings.state / "claims.map"
-    return path.read_text() if path.exists() else ""
+    """Both files of the claims map (the bulk and the names claimed since)."""
+    paths = [site.settings.state / "claims.map", site.settings.state / "claims.new.map"]
+    return "".join(path.read_text() for path in paths if path.exists())
 
 
 @pytest.fixture

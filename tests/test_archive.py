@@ -135,3 +135,25 @@ def test_valid_requires_python_is_kept(tmp_path: Path) -> None:
     path = write_wheel(tmp_path, "acme", "1.0", requires_python=">=3.8, !=3.9.*")
     assert inspect_dist(path, parse_dist_filename(path.name)).requires_python == \
         ">=3.8, !=3.9.*"
+
+
+@pytest.mark.parametrize("kind", ["wheel", "sdist"])
+def test_bytes_read_once_are_inspected_as_the_file_is(tmp_path: Path, kind: str) -> None:
+    """regen-index hashes a new file while reading it and inspects the same bytes: the
+    answer is the file's, and a file over the size kept in memory is read from disk."""
+    import hashlib
+
+    from pypi_fallback.storage import read_hashed
+
+    path = write_wheel(tmp_path, "acme", "1.0") if kind == "wheel" else \
+        write_sdist(tmp_path, "acme", "1.0")
+    sha256, data = read_hashed(path, 10 * 1024 * 1024, chunk=64)
+    assert sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert data == path.read_bytes()
+    dist = parse_dist_filename(path.name)
+    assert inspect_dist(path, dist, data) == inspect_dist(path, dist)
+    assert read_hashed(path, len(data) - 1, chunk=64) == (sha256, None)
+    bad = bytearray(data)
+    bad[len(bad) // 2:] = b"\0" * (len(bad) - len(bad) // 2)
+    with pytest.raises(InvalidArchive):
+        inspect_dist(path, dist, bytes(bad))

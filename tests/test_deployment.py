@@ -39,7 +39,8 @@ def test_fresh_deployment_lists_its_repositories() -> None:
 
 def test_prepare_deployment_is_idempotent(settings: Settings) -> None:
     prepare_deployment(settings)
-    made = sorted(p for p in settings.root.rglob("*")) + [settings.state / "claims.map"]
+    made = sorted(p for p in settings.root.rglob("*")) + [settings.state / "claims.map",
+                                                          settings.state / "claims.new.map"]
     stamps = [os.stat(p).st_mtime_ns for p in made]
     prepare_deployment(settings)
     assert [os.stat(p).st_mtime_ns for p in made] == stamps

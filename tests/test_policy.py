@@ -44,7 +44,11 @@ def app(settings: Settings) -> TestApp:
 
 
 def claims(settings: Settings) -> dict[str, str]:
-    lines = (settings.state / "claims.map").read_text().splitlines()
+    """Both files of the claims map (the bulk and the names claimed since), as Apache reads
+    them."""
+    lines = [line for name in ("claims.map", "claims.new.map")
+             if (settings.state / name).exists()
+             for line in (settings.state / name).read_text().splitlines()]
     return dict(line.split(" ", 1) for line in lines if not line.startswith("#"))
 
 

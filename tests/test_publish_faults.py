@@ -222,7 +222,7 @@ def test_a_publish_killed_half_way_is_taken_back(tmp_path: Path) -> None:
     record = json.loads(record_path.read_text())
     record["files"][FIRST]["pending"] = True
     record_path.write_text(json.dumps(record))
-    (settings.state / "claims.map").unlink()  # killed before the claim was added
+    (settings.state / "claims.new.map").unlink()  # killed before the claim was added
     from pypi_fallback.upload import is_new_name
 
     assert is_new_name(settings, "acme")  # never published as far as anyone knows

@@ -106,6 +106,7 @@ def test_vhost_dropin_can_be_included_in_one_virtual_host(settings: Settings,
     from pypi_fallback.cli import apache_check_config
 
     (settings.state / "claims.map").touch()
+    (settings.state / "claims.new.map").touch()  # Apache checks that both exist
     vhost = dataclasses.replace(EXAMPLE_HOST, in_vhost=True)
     dropin = tmp_path / "pypi-fallback-vhost.conf"
     dropin.write_text("<VirtualHost 127.0.0.1:1>\n"

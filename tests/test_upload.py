@@ -258,6 +258,34 @@ def test_burst_of_new_projects_gets_one_root_refresh_that_lists_them_all(
     assert listed() == names
 
 
+def test_a_new_project_is_folded_into_the_root_listing_as_it_is(settings: Settings) -> None:
+    """An upload adds its project to the root listing on disk, with no walk of the
+    repository (which costs as much as it has projects); a root listing that cannot be
+    read is rebuilt from the disk; regen-index rebuilds it from the disk."""
+    wsgi_app = make_app(settings)
+    wsgi_app.roots = RootRefresher(settings, interval=0.0)
+    app = TestApp(wsgi_app)
+    root = settings.root / "dev" / "index.v1_json"
+
+    def listed() -> list[str]:
+        return [p["name"] for p in json.loads(root.read_text())["projects"]]
+
+    post(app, "dev", wheel_name("aa", "1.0"), wheel_bytes("aa", "1.0"), status=200)
+    assert listed() == ["aa"]
+    root.write_text("{not json")  # damaged: rebuilt from what is on disk
+    post(app, "dev", wheel_name("bb", "1.0"), wheel_bytes("bb", "1.0"), status=200)
+    assert listed() == ["aa", "bb"]
+    page = json.loads(root.read_text())
+    page["projects"].append({"name": "zz"})  # what the listing says is what is kept
+    root.write_text(json.dumps(page))
+    post(app, "dev", wheel_name("cc", "1.0"), wheel_bytes("cc", "1.0"), status=200)
+    post(app, "dev", wheel_name("aa", "2.0"), wheel_bytes("aa", "2.0"), status=200)
+    assert listed() == ["aa", "bb", "cc", "zz"]
+    assert (settings.root / "dev" / "index.html").read_text().count("<a href=") == 4
+    regenerate(settings)
+    assert listed() == ["aa", "bb", "cc"]
+
+
 @pytest.mark.parametrize(("errno_", "status"), [(28, 507), (5, 500)])  # ENOSPC, EIO
 def test_disk_failure_is_5xx_and_publishes_nothing(app: TestApp, settings: Settings,
                                                    monkeypatch: pytest.MonkeyPatch,

@@ -23,7 +23,9 @@ from conftest import write_config  # noqa: E402
 from distfactory import wheel_bytes, wheel_name, write_wheel  # noqa: E402
 from pypi_fallback.app import make_app  # noqa: E402
 from pypi_fallback.config import Settings, load_settings  # noqa: E402
+from pypi_fallback.names import NormalizedName  # noqa: E402
 from pypi_fallback.regen import regenerate  # noqa: E402
+from pypi_fallback.storage import Tree, add_claims  # noqa: E402
 from servers import BasicAuth, serve  # noqa: E402
 from test_upload_live import USERS, raw_upload  # noqa: E402
 
@@ -31,7 +33,9 @@ UPLOADS = 60
 
 
 def populate(settings: Settings, projects: int) -> None:
-    """A repo holding ``projects`` listed projects; the first UPLOADS are real ones."""
+    """A repo holding ``projects`` listed projects; the first UPLOADS are real ones. Each
+    is claimed, as a project first published here is (folded into the claims map's bulk,
+    as a full regen-index leaves it)."""
     dev = settings.root / "dev"
     for i in range(UPLOADS):
         write_wheel(dev / f"proj-{i}", f"proj-{i}", "1.0")
@@ -43,6 +47,8 @@ def populate(settings: Settings, projects: int) -> None:
         (folder / "index.v1_json").write_text(json.dumps({**page, "name": f"proj-{i}"}))
         (folder / "index.html").write_text("<!DOCTYPE html>\n")
     regenerate(settings, names=["proj-0"])
+    add_claims(Tree.of(settings), {NormalizedName(f"proj-{i}"): "unknown-upstream"
+                                   for i in range(projects)}, fold=True)
 
 
 def measure(projects: int) -> dict[str, float]:

@@ -37,7 +37,7 @@ from .errors import (
     UpstreamUnavailable,
     status_of,
 )
-from .names import RepoName, parse_normalized_name
+from .names import NormalizedName, RepoName, parse_normalized_name
 from .pages import PageRefresher
 from .policywatch import PolicyWatcher, Rerenderer
 from .regen import refresh_overlay, refresh_roots
@@ -73,10 +73,11 @@ class AfterResponse:
 class RootRefresher:
     """Refreshes root listings after responses, at most once per interval per process.
 
-    A root listing costs O(projects) to rebuild and no installer reads it, so a burst of
-    new projects must not pay for one rebuild each: the first request rebuilds at once
+    A root listing holds every project and no installer reads it, so a burst of new
+    projects must not pay for one rewrite each: the first request rewrites it at once
     (after its response is sent), later ones within the interval are folded into one
-    rebuild at the end of it. ``regen-index`` rebuilds them too.
+    rewrite at the end of it. The new projects are folded into the listing as it is (no
+    walk of the repository); ``regen-index`` rebuilds them from the disk.
 
     ``clock`` and ``later`` (run a function after some seconds) are the time it uses:
     ``time.monotonic`` and a daemon timer thread, or a test's own.
@@ -90,11 +91,14 @@ class RootRefresher:
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
         self._scheduled: set[str] = set()
+        self._added: dict[str, set[NormalizedName]] = {}
 
-    def request(self, repos: Iterable[RepoName]) -> None:
+    def request(self, repos: Iterable[RepoName], projects: Iterable[NormalizedName]) -> None:
+        """The root listings of ``repos`` may now show ``projects``."""
         now_due = []
         with self._lock:
             for repo in repos:
+                self._added.setdefault(repo, set()).update(projects)
                 if repo in self._scheduled:
                     continue
                 wait = self._last.get(repo, -1e9) + self.interval - self.clock()
@@ -104,14 +108,20 @@ class RootRefresher:
                 else:
                     self._scheduled.add(repo)
                     self.later(wait, functools.partial(self._run_later, repo))
-        if now_due:
-            refresh_roots(self.settings, now_due)
+        for repo in now_due:
+            self._refresh(repo)
 
     def _run_later(self, repo: RepoName) -> None:
         with self._lock:
             self._scheduled.discard(repo)
             self._last[repo] = self.clock()
-        refresh_roots(self.settings, [repo])
+        self._refresh(repo)
+
+    def _refresh(self, repo: RepoName) -> None:
+        with self._lock:
+            added = self._added.pop(repo, set())
+        if added:
+            refresh_roots(self.settings, [repo], added)
 
 
 def _in_background(seconds: float, function: Callable[[], None]) -> None:
@@ -274,7 +284,8 @@ class App:
             resp.text = f"{outcome.dist.filename} uploaded to {repo_name}\n"
         if outcome.stale_roots:
             resp.app_iter = AfterResponse(resp.app_iter,
-                                          lambda: self.roots.request(outcome.stale_roots))
+                                          lambda: self.roots.request(outcome.stale_roots,
+                                                                     [project]))
         if outcome.status == "created" and self.settings.pages:  # pages for people (pages.py)
             resp.app_iter = AfterResponse(resp.app_iter, lambda: self.pages.request([project]))
         return resp

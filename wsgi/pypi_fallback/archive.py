@@ -40,15 +40,18 @@ class CoreMetadata:
     raw: bytes  # METADATA / PKG-INFO as found (served as PEP 658 metadata for wheels)
 
 
-def inspect_dist(path: Path, dist: Dist) -> CoreMetadata:
-    """Validate the archive at ``path`` and return its metadata, which must match ``dist``."""
+def inspect_dist(path: Path, dist: Dist, data: bytes | None = None) -> CoreMetadata:
+    """Validate the archive at ``path`` and return its metadata, which must match ``dist``.
+    ``data``: the file's bytes, when the caller has read them already (it is not read again)."""
+    source: Path | io.BytesIO = path if data is None else io.BytesIO(data)
     try:
+        size = path.stat().st_size if data is None else len(data)
         if dist.filename.endswith(".whl"):
-            meta = _wheel_metadata(path, dist)
+            meta = _wheel_metadata(source, size, dist)
         elif dist.filename.endswith(".zip"):
-            meta = _zip_sdist_metadata(path, dist)
+            meta = _zip_sdist_metadata(source, size, dist)
         else:
-            meta = _tar_sdist_metadata(path, dist)
+            meta = _tar_sdist_metadata(source, size, dist)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
         if isinstance(exc, (InvalidArchive, MetadataMismatch)):
             raise
@@ -129,9 +132,9 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, filename: str) -> b
     return data
 
 
-def _wheel_metadata(path: Path, dist: Dist) -> CoreMetadata:
+def _wheel_metadata(path: Path | io.BytesIO, size: int, dist: Dist) -> CoreMetadata:
     with zipfile.ZipFile(path) as zf:
-        infos = _check_zip(zf, dist.filename, path.stat().st_size)
+        infos = _check_zip(zf, dist.filename, size)
         by_name = {i.filename: i for i in infos}
         dist_infos = {
             n.split("/", 1)[0]
@@ -154,9 +157,9 @@ def _wheel_metadata(path: Path, dist: Dist) -> CoreMetadata:
         return parse_metadata(raw, f"{dist.filename}: {top}/METADATA")
 
 
-def _zip_sdist_metadata(path: Path, dist: Dist) -> CoreMetadata:
+def _zip_sdist_metadata(path: Path | io.BytesIO, size: int, dist: Dist) -> CoreMetadata:
     with zipfile.ZipFile(path) as zf:
-        infos = _check_zip(zf, dist.filename, path.stat().st_size)
+        infos = _check_zip(zf, dist.filename, size)
         candidates = [i for i in infos if i.filename.count("/") == 1
                       and i.filename.endswith("/PKG-INFO")]
         if not candidates:
@@ -183,8 +186,7 @@ class _CappedReader(io.RawIOBase):
         return len(data)
 
 
-def _tar_sdist_metadata(path: Path, dist: Dist) -> CoreMetadata:
-    compressed = path.stat().st_size
+def _tar_sdist_metadata(path: Path | io.BytesIO, compressed: int, dist: Dist) -> CoreMetadata:
     cap = min(MAX_UNCOMPRESSED_BYTES, max(RATIO_FLOOR, MAX_RATIO * compressed))
     raw: bytes | None = None
     with gzip.open(path, "rb") as gz:

@@ -1,6 +1,6 @@
 """What a deployment needs before its first request, made by ``regen-rules``.
 
-Apache refuses to start without the claims map its RewriteMap reads; a repository
+Apache refuses to start without the claims map its RewriteMaps read (two files); a repository
 answers 404 until its root listing exists; ``<prefix>/`` needs its page of repositories.
 ``regen-rules`` is run at install and after every config change (a new repository), so it
 makes them there, as the owner of the state folder; each is written only when missing or
@@ -21,8 +21,7 @@ def prepare_deployment(settings: Settings) -> None:
     and the repositories page at ``<prefix>/`` (HTML and JSON, negotiated like listings; the
     HTML is the landing page of ``pages`` when ``server.pages`` is on)."""
     tree = Tree.of(settings)
-    if not tree.claims_map.exists():
-        add_claims(tree, {})
+    add_claims(tree, {})  # both of its files, when missing
     refresh_roots(settings, settings.repos)
     page = build_repos_page((name, repo.fallback) for name, repo in settings.repos.items())
     body = render_json(page)

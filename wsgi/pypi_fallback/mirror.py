@@ -25,6 +25,7 @@ from .storage import (
     Tree,
     Writer,
     append_audit,
+    is_claimed_here,
     load_claims,
     locked,
     new_file,
@@ -171,7 +172,7 @@ def stamp_fresh(settings: Settings, listing: UpstreamListing, now: float | None 
 
 def is_claimed(settings: Settings, project: NormalizedName) -> bool:
     """Claimed and private names never reach the upstream."""
-    return settings.is_private(project) or project in load_claims(Tree.of(settings))
+    return settings.is_private(project) or is_claimed_here(Tree.of(settings), project)
 
 
 # -- the dependency-confusion rule at upload time ------------------------------------------
@@ -229,8 +230,8 @@ def recheck_claims(settings: Settings, upstream: Upstream) -> list[str]:
                 f"{project}: claimed while the upstream could not be asked, but it is a public "
                 f"project on {upstream.base_url}; its local listings hide the public releases. "
                 "If the local files are a build of that project, add it to policy.overlay; "
-                "either way delete its line from claims.map in the state folder (then run "
-                "regen-index) to let it fall back upstream")
+                "either way delete its line from claims.map (or claims.new.map) in the state "
+                "folder (then run regen-index) to let it fall back upstream")
     return problems
 
 

@@ -78,11 +78,8 @@ def render_description(text: str, content_type: str) -> tuple[Markup, str]:
 
     Markdown (GitHub's dialect, the public index's default for ``text/markdown``),
     reStructuredText (the default when no type is given), or plain text; an invalid
-    reStructuredText is shown as plain text, as the public index does."""
-    import readme_renderer.markdown
-    import readme_renderer.rst
-    import readme_renderer.txt
-
+    reStructuredText is shown as plain text, as the public index does. Each renderer is
+    imported when first needed (docutils alone is megabytes in the upload daemon)."""
     if not text.strip():
         return Markup(""), "none"
     kind = content_type.split(";", 1)[0].strip().lower()
@@ -94,10 +91,16 @@ def render_description(text: str, content_type: str) -> tuple[Markup, str]:
             key, _, value = param.partition("=")
             if key.strip().lower() == "variant" and value.strip() == "CommonMark":
                 variant = "CommonMark"
+        import readme_renderer.markdown
+
         rendered, used = readme_renderer.markdown.render(text, variant=variant), "markdown"
     elif kind in ("", "text/x-rst"):
+        import readme_renderer.rst
+
         rendered, used = readme_renderer.rst.render(text), "rst"
     if rendered is None:
+        import readme_renderer.txt
+
         rendered, used = readme_renderer.txt.render(text), "text"
     return Markup(rendered), used  # noqa: S704 - sanitized by readme_renderer (nh3)
 

@@ -3,7 +3,7 @@
 ``<state>/records/<repo>/<project>.json``  a ``ProjectRecord``: its ``FileRecord`` s, its
                                            ``Tombstone`` s, its listing's fingerprints, its
                                            PEP 792 ``StatusRecord``
-``<state>/claims.map``                     ``Claim`` lines (an Apache RewriteMap)
+``<state>/claims.map``, ``claims.new.map``  ``Claim`` lines (two Apache RewriteMaps, one map)
 ``<state>/audit.jsonl``                    ``AuditEntry`` lines
 ``<state>/upstream/<project>.json``        an ``UpstreamListing`` of ``FileEntry`` s
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -320,11 +321,22 @@ class Claim:
         return None if reason is None else cls(project, reason)
 
 
+# A line as ``Claim.to_line`` writes it: a normalized name (PEP 503: lowercase letters and
+# digits, single '-' between them) and a reason code. Read at once; any other line is read
+# by ``Claim.from_line`` (the first release's reasons, or an error).
+_WRITTEN_CLAIM = re.compile(r"([a-z0-9]+(?:-[a-z0-9]+)*) (" + "|".join(CLAIM_REASONS) + ")")
+
+
 def parse_claims(text: str, source: str = "claims.map") -> dict[NormalizedName, str]:
     """The claims in a claims map's text; ClaimsCorrupt names the first bad line."""
     claims: dict[NormalizedName, str] = {}
+    written = _WRITTEN_CLAIM.fullmatch
     for number, line in enumerate(text.split("\n"), 1):
         if not line or line.startswith("#"):
+            continue
+        match = written(line)
+        if match:
+            claims[NormalizedName(match[1])] = match[2]
             continue
         claim = Claim.from_line(line)
         if claim is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import stat
 import sys
@@ -165,25 +166,49 @@ def root_projects(settings: Settings, tree: Tree, repo: RepoName) -> set[str]:
     return names
 
 
-def publish_root(settings: Settings, tree: Tree, repo: RepoName, writer: Writer) -> bool:
-    """Rewrite a repo's root listing if its set of projects changed."""
-    page = render_root_listing(root_projects(settings, tree, repo))
+def listed_in_root(body: bytes) -> set[str] | None:
+    """The names a root listing's JSON holds; None if it is not one this program wrote."""
+    try:
+        page = json.loads(body)
+        names = {p["name"] for p in page["projects"]}
+    except (ValueError, TypeError, KeyError):
+        return None
+    return names if all(isinstance(n, str) and is_normalized_name(n) for n in names) else None
+
+
+def publish_root(settings: Settings, tree: Tree, repo: RepoName, writer: Writer,
+                 added: Iterable[NormalizedName] | None = None) -> bool:
+    """Rewrite a repo's root listing if its set of projects changed. ``added``: only these
+    projects may have appeared (an upload): they are folded into the listing as it is,
+    with no walk of the repositories (a full rebuild if the listing cannot be read)."""
     folder = tree.repo_dir(repo)
     try:
-        if (folder / "index.v1_json").read_bytes() == page.body:
-            return False
+        current: bytes | None = (folder / "index.v1_json").read_bytes()
     except FileNotFoundError:
-        pass
+        current = None
+    names = listed_in_root(current) if added is not None and current is not None else None
+    if names is None or added is None:
+        names = root_projects(settings, tree, repo)
+    else:
+        chain = [str(tree.repo_dir(holder)) for holder in settings.chain(repo)]
+        names.update(p for p in added if any(
+            os.path.exists(os.path.join(base, p, "index.v1_json")) for base in chain))
+    page = render_root_listing(names)
+    if current == page.body:
+        return False
     write_listing(writer, settings.root, folder, page.body, page.html, TYPE_MAP)
     return True
 
 
-def refresh_roots(settings: Settings, repos: Iterable[RepoName]) -> None:
-    """Bring the root listings of ``repos`` up to date, each under its own lock."""
+def refresh_roots(settings: Settings, repos: Iterable[RepoName],
+                  added: Iterable[NormalizedName] | None = None) -> None:
+    """Bring the root listings of ``repos`` up to date, each under its own lock; with
+    ``added``, by folding those projects in (see ``publish_root``)."""
     tree = Tree.of(settings)
+    names = None if added is None else list(added)
     for repo in repos:
         with locked(tree, f"+root-{repo}"):
-            publish_root(settings, tree, repo, Writer())
+            publish_root(settings, tree, repo, Writer(), names)
 
 
 Progress = Callable[[int, int], None]
@@ -241,7 +266,7 @@ def regenerate(settings: Settings, repos: Sequence[RepoName] | None = None,
         refresh_roots(settings, render_repos if not names else settings.viewers(roots))
     except OSError as exc:
         report.skipped("root listings", exc)
-    add_claims(tree, {p: "published" for p in held})
+    add_claims(tree, {p: "published" for p in held}, fold=not names)
     for repo in scan_repos:
         clean_repo_folder(tree, repo, report)
     refresh_pages(settings, projects if names else None)  # pages for people (pages.py)
@@ -270,8 +295,6 @@ def _regenerate_project(settings: Settings, tree: Tree, project: NormalizedName,
 
 
 def write_status(tree: Tree, report: Report) -> None:
-    import json
-
     body = {"last_regeneration": utc_timestamp(), "projects": report.projects,
             "quarantined": len(report.quarantined)}
     Writer().write(tree.status_path, json.dumps(body).encode())

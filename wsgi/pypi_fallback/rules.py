@@ -131,7 +131,8 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
         "root": settings.root,
         "htpasswd": settings.htpasswd,
         "htgroups": settings.htgroups,
-        "claims_map": settings.state / "claims.map",
+        "claims_map": settings.state / "claims.map",  # storage.Tree.claims_map
+        "claims_new_map": settings.state / "claims.new.map",  # storage.Tree.claims_new_map
         "fresh_dir": settings.state / "fresh",  # mirror.FRESH_DIR: listings' freshness stamps
         "upstream_listings": settings.state / "upstream",  # mirror.listing_path's folder
         "repos": repos,

@@ -35,10 +35,12 @@ from .storage import (
     discard,
     is_stale_tmp,
     quarantine,
+    read_hashed,
     regular_bytes,
-    sha256_file,
     utc_timestamp,
 )
+
+INSPECT_IN_MEMORY = 64 * 1024 * 1024  # a new file up to this size is read from disk once
 
 
 @dataclass
@@ -212,7 +214,7 @@ def _validate_new_file(tree: Tree, repo: RepoName, project: NormalizedName, path
         raise InvalidFilename(
             f"{path.name!r} belongs to project {dist.project!r}, not in folder {project!r}"
         )
-    sha256 = sha256_file(path)
+    sha256, data = read_hashed(path, INSPECT_IN_MEMORY)  # read once: hashed, then inspected
     if known:
         if known.sha256 != sha256:
             raise InvalidFilename(f"{path.name!r} was published with other bytes; never replaced")
@@ -220,7 +222,7 @@ def _validate_new_file(tree: Tree, repo: RepoName, project: NormalizedName, path
         return replace(known, size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
     if path.name in record.tombstones:
         raise InvalidFilename(f"{path.name!r} was removed before; a filename is never reused")
-    meta = inspect_dist(path, dist)
+    meta = inspect_dist(path, dist, data)
     metadata_sha256 = None
     if dist.kind == "wheel":
         writer.write(path.with_name(path.name + ".metadata"), meta.raw)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import functools
@@ -21,7 +20,8 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -287,14 +287,20 @@ class Volatile(Writer):
     durable = False
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, found when first needed (finding it may run ``ldconfig``: never at
+    import, never in the upload daemon, which does not sync whole file systems)."""
+    import ctypes.util
+
+    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
 def syncfs(path: Path) -> None:
     """Flush every dirty page of the filesystem holding ``path`` (Linux ``syncfs``)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if _libc.syncfs(fd) != 0:
+        if _libc().syncfs(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), str(path))
     finally:
@@ -511,11 +517,24 @@ def is_stale_tmp(entry: os.DirEntry[str], now: float) -> bool:
 
 
 def sha256_file(path: Path, chunk: int = 1024 * 1024) -> str:
+    return read_hashed(path, 0, chunk)[0]
+
+
+def read_hashed(path: Path, keep: int, chunk: int = 1024 * 1024) -> tuple[str, bytes | None]:
+    """The file's sha256, hashed while reading it once, and its bytes when it is at most
+    ``keep`` bytes long (None otherwise): what is read to be hashed need not be read again."""
     h = hashlib.sha256()
+    blocks: list[bytes] | None = []
+    size = 0
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
-    return h.hexdigest()
+            size += len(block)
+            if blocks is not None and size <= keep:
+                blocks.append(block)
+            else:
+                blocks = None
+    return h.hexdigest(), None if blocks is None else b"".join(blocks)
 
 
 def write_listing(writer: Writer, root: Path, folder: Path, body_json: bytes,
@@ -628,7 +647,13 @@ class Tree:
 
     @property
     def claims_map(self) -> Path:
+        """The claims map's bulk (see ``add_claims``)."""
         return self.state / "claims.map"
+
+    @property
+    def claims_new_map(self) -> Path:
+        """The claims map's names claimed since its bulk was written (see ``add_claims``)."""
+        return self.state / "claims.new.map"
 
     @property
     def upstream_record(self) -> Path:
@@ -685,27 +710,87 @@ def load_record(tree: Tree, repo: str, project: NormalizedName) -> ProjectRecord
 
 
 # -- claims: names that never fall back upstream (the format: records.Claim) -------------------
+#
+# The claims map is two files of one format, read as one (Apache looks a name up in both):
+# ``claims.map``, the bulk, and ``claims.new.map``, the names claimed since the bulk was last
+# written. A new name rewrites only the small one (atomically and durably, like any state
+# file), so an upload's cost does not grow with the number of names, and Apache's cached
+# lookups in the bulk stay valid; when it holds CLAIMS_FOLD names (or at a full regen-index)
+# it is folded into the bulk, the bulk written first (a name in both is one claim). Each file
+# is parsed once per version of it in a process (checked on every read: its identity).
+
+CLAIMS_FOLD = 512
+_parsed_claims: dict[str, tuple[tuple[int, ...], Mapping[NormalizedName, str]]] = {}
 
 
-def load_claims(tree: Tree) -> dict[NormalizedName, str]:
-    """The claims map Apache reads."""
+def _claims_file(path: Path) -> Mapping[NormalizedName, str]:
+    """One claims file, parsed (strictly) when it changed since it was last read."""
     try:
-        text = tree.claims_map.read_text(encoding="ascii", errors="replace")
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return {}
-    return parse_claims(text, str(tree.claims_map))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        known = _parsed_claims.get(str(path))
+        if known is not None and known[0] == key:
+            return known[1]
+        text = f.read().decode("ascii", errors="replace")
+    claims = types.MappingProxyType(parse_claims(text, str(path)))
+    _parsed_claims[str(path)] = (key, claims)
+    return claims
 
 
-def add_claims(tree: Tree, new: dict[NormalizedName, str]) -> list[NormalizedName]:
-    """Add names to the claims map (atomically, under its lock); return the names added."""
-    if not new and tree.claims_map.exists():
+class _BothFiles(Mapping[NormalizedName, str]):
+    """The claims map's two files as one read-only mapping, made without copying either."""
+
+    def __init__(self, recent: Mapping[NormalizedName, str],
+                 bulk: Mapping[NormalizedName, str]) -> None:
+        self._recent, self._bulk = recent, bulk
+
+    def __getitem__(self, project: NormalizedName) -> str:
+        reason = self._recent.get(project)
+        return self._bulk[project] if reason is None else reason
+
+    def __iter__(self) -> Iterator[NormalizedName]:
+        yield from self._recent
+        yield from (p for p in self._bulk if p not in self._recent)
+
+    def __len__(self) -> int:
+        return len(self._recent) + sum(1 for p in self._bulk if p not in self._recent)
+
+
+def load_claims(tree: Tree) -> Mapping[NormalizedName, str]:
+    """The claims map Apache reads (both of its files, read-only)."""
+    bulk, recent = _claims_file(tree.claims_map), _claims_file(tree.claims_new_map)
+    return _BothFiles(recent, bulk) if recent else bulk
+
+
+def is_claimed_here(tree: Tree, project: NormalizedName) -> bool:
+    """``project`` is in the claims map (without building the union)."""
+    return project in _claims_file(tree.claims_new_map) or project in _claims_file(tree.claims_map)
+
+
+def add_claims(tree: Tree, new: Mapping[NormalizedName, str], fold: bool = False
+               ) -> list[NormalizedName]:
+    """Add names to the claims map (atomically, under its lock); return the names added.
+    ``fold``: write every claim into the bulk file now (see above). Both files are made
+    when missing: Apache refuses to start without them."""
+    if not new and not fold and tree.claims_map.exists() and tree.claims_new_map.exists():
         return []
     with locked(tree, "+claims"):
-        claims = load_claims(tree)
-        added = sorted(n for n in new if n not in claims)
-        if added or not tree.claims_map.exists():
-            claims.update({n: new[n] for n in added})
-            Writer().write(tree.claims_map, render_claims(claims))
+        bulk, recent = _claims_file(tree.claims_map), _claims_file(tree.claims_new_map)
+        added = sorted(n for n in new if n not in recent and n not in bulk)
+        merged = {**recent, **{n: new[n] for n in added}}
+        writer = Writer()
+        if merged and (fold or len(merged) >= CLAIMS_FOLD):
+            writer.write(tree.claims_map, render_claims({**bulk, **merged}))
+            writer.write(tree.claims_new_map, render_claims({}))
+            return added
+        if not tree.claims_map.exists():
+            writer.write(tree.claims_map, render_claims(bulk))
+        if added or not tree.claims_new_map.exists():
+            writer.write(tree.claims_new_map, render_claims(merged))
         return added
 
 

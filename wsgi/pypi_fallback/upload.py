@@ -46,7 +46,7 @@ from .storage import (
     create_tmp,
     discard,
     fill_tmp,
-    load_claims,
+    is_claimed_here,
     load_record,
     locked,
     remove_empty_dir,
@@ -187,7 +187,7 @@ def is_new_name(settings: Settings, project: NormalizedName) -> bool:
         record = load_record(tree, repo, project)
         if record.published() or record.tombstones:
             return False
-    return project not in load_claims(tree)
+    return not is_claimed_here(tree, project)
 
 
 def receive_upload(settings: Settings, repo: RepoName, upload: Upload, content: IO[bytes],
