@@ -4,11 +4,17 @@ Location of the primary is pointed at the replica."""
 from __future__ import annotations
 
 import email
+import fnmatch
 import http.client
+import os
 import re
+import shlex
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
+from pypi_fallback import storage
 from pypi_fallback.replica import (
     FILE_RE,
     ROUTE_FLAG,
@@ -119,3 +125,37 @@ def test_a_file_already_there_is_handed_back_to_apache_by_its_path(
     assert answers == [("200 OK", [("Location", "/pypi/+upstream/acme/acme-1.0+local.zip"),
                                    ("Content-Type", "text/plain")])]
 
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+REPLICA_FILES = "/var/cache/pypi-fallback/replica"
+
+
+def readme_line(start: str) -> str:
+    lines = [line for line in README.read_text().splitlines() if line.startswith(start)]
+    assert len(lines) == 1, f"{start!r} starts {len(lines)} lines of the README"
+    return lines[0]
+
+
+def test_the_readmes_cron_line_removes_old_temporary_files_and_unread_files(
+        tmp_path: Path) -> None:
+    line = readme_line(f"find {REPLICA_FILES} ")
+    folder = tmp_path / "files" / "stable" / "acme"
+    folder.mkdir(parents=True)
+    day = 24 * 3600
+    now = time.time()
+    names = {}
+    for what, name, age in [
+            ("old tmp", storage.tmp_path(folder / "acme-1.0.whl").name, 2 * day),
+            ("new tmp", storage.tmp_path(folder / "acme-1.1.whl").name, 60),
+            ("unread", "acme-0.9.whl", 31 * day),
+            ("read", "acme-1.0.whl", 2 * day)]:
+        (folder / name).write_bytes(b"x")
+        os.utime(folder / name, (now - age, now - age))
+        names[what] = name
+    # the pattern is the one temporary files are made with
+    assert fnmatch.fnmatch(names["old tmp"], re.findall(r"-name '([^']*)'", line)[0])
+    assert names["old tmp"].startswith(storage.TMP_PREFIX)
+    done = subprocess.run(line.replace(REPLICA_FILES, shlex.quote(str(tmp_path / "files"))),
+                          shell=True, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(folder)) == sorted([names["new tmp"], names["read"]])

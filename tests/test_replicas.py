@@ -595,3 +595,39 @@ def test_an_https_primary_is_asked_with_its_certificate_checked(tmp_path: Path) 
                 assert len(fake.requests) == 2
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def readme_block(first_line: str) -> str:
+    """The README's ``sh`` block that starts with ``first_line``."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```sh\n(.*?)```", text, re.S)
+              if b.startswith(first_line)]
+    assert len(blocks) == 1, f"{len(blocks)} blocks start with {first_line!r}"
+    return blocks[0]
+
+
+def test_the_readmes_purge_takes_a_file_and_its_listings_away_from_a_replica(
+        primary: Deployment) -> None:
+    wheel = wheel_name("acme-lib", "1.0")
+    script = readme_block("# on every replica, after `remove`")
+    assert script.count(wheel) == 2 and "/pypi/stable/acme-lib/" in script
+    with replica_of(primary) as replica:
+        listing = replica.url("stable") + "acme-lib/"
+        for url in (listing + wheel, listing + wheel + ".metadata"):
+            assert raw_get(url)[0] == 200
+        for accept in (PIP_ACCEPT, BROWSER):
+            for x_cache in ("MISS", "HIT"):
+                status, headers, _ = raw_get(listing, headers={"Accept": accept})
+                assert status == 200 and headers["X-Cache"].startswith(x_cache)
+        folder = replica.files / "stable" / "acme-lib"
+        assert sorted(os.listdir(folder)) == [wheel, wheel + ".metadata"]
+        done = subprocess.run(
+            script.replace("/var/cache/pypi-fallback/replica", str(replica.files))
+            .replace("/var/cache/apache2/mod_cache_disk", str(replica.home / "cache")),
+            shell=True, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert os.listdir(folder) == []
+        # the listings are asked of the primary again, each variant
+        for accept in (PIP_ACCEPT, BROWSER):
+            status, headers, _ = raw_get(listing, headers={"Accept": accept})
+            assert status == 200 and headers["X-Cache"].startswith("MISS"), headers
