@@ -11,14 +11,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from apache_server import BIN, Deployment, free_port, running_apache
-from pypi_fallback.rules import REPLICA_MODULES
+from pypi_fallback.rules import replica_modules
 from pypi_fallback.serve import MODULES_DIR
 
 # the core modules of any Apache, then what the replica's drop-in says it needs
@@ -50,11 +50,16 @@ class Replica:
             return ""
 
 
-def write_replica_httpd_conf(home: Path, port: int, dropin: Path) -> Path:
+def write_replica_httpd_conf(home: Path, port: int, dropin: Path,
+                             modules: Sequence[str], vhost: bool = False) -> Path:
+    """httpd.conf of a replica: the drop-in included server-wide, or (``vhost``) inside a
+    <VirtualHost> as on Debian, where 000-default.conf is one."""
     run = home / "run"
     run.mkdir(exist_ok=True)
     loads = "".join(f"LoadModule {m}_module {MODULES_DIR}/mod_{m}.so\n"
-                    for m in (*CORE_MODULES, *REPLICA_MODULES))
+                    for m in (*CORE_MODULES, *modules))
+    include = (f'<VirtualHost 127.0.0.1:{port}>\n    ServerName 127.0.0.1\n'
+               f'    Include "{dropin}"\n</VirtualHost>\n' if vhost else f'Include "{dropin}"\n')
     identity = "User www-data\nGroup www-data\n" if os.geteuid() == 0 else ""
     conf = home / "httpd.conf"
     conf.write_text(f"""\
@@ -72,14 +77,17 @@ TypesConfig /etc/mime.types
 {loads}WSGISocketPrefix "{run}/wsgi"
 KeepAliveTimeout 5
 Timeout 60
-Include "{dropin}"
-""")
+{include}""")
     return conf
 
 
 @contextmanager
-def replica_of(primary: Deployment | str) -> Iterator[Replica]:
-    """A replica of a test deployment, or of any server at a URL (``http://host/prefix/``)."""
+def replica_of(primary: Deployment | str, vhost: bool = False,
+               options: Sequence[str] = (),
+               edit: Callable[[str], str] | None = None) -> Iterator[Replica]:
+    """A replica of a test deployment, or of any server at a URL (``http://host/prefix/``):
+    its drop-in from ``regen-rules --replica-of`` (plus ``options``; ``--vhost`` with
+    ``vhost``, included in a <VirtualHost>), passed through ``edit`` when given."""
     primary_url = (primary if isinstance(primary, str)
                    else f"{primary.origin}{primary.settings.url_prefix}/")
     home = Path(tempfile.mkdtemp(prefix="pf-replica-", dir="/var/tmp"))
@@ -93,11 +101,15 @@ def replica_of(primary: Deployment | str) -> Iterator[Replica]:
         done = subprocess.run([str(BIN / "regen-rules"), "--replica-of", primary_url,
                                "--cache-root", str(home / "cache"),
                                "--files-root", str(home / "files"),
-                               "--output", str(dropin), "--check"],
+                               "--output", str(dropin), "--check",
+                               *(["--vhost"] if vhost else []), *options],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
+        if edit is not None:
+            dropin.write_text(edit(dropin.read_text()))
         port = free_port()
-        conf = write_replica_httpd_conf(home, port, dropin)
+        conf = write_replica_httpd_conf(home, port, dropin, replica_modules(primary_url),
+                                        vhost)
         with running_apache(conf, port):
             yield Replica(home, port, urlsplit(primary_url).path.rstrip("/"))
     finally:

@@ -138,6 +138,33 @@ def test_example_replica_dropin_is_what_regen_rules_renders(tmp_path: Path) -> N
     assert apache_check_config(str(dropin), tmp_path, REPLICA_MODULES) is None
 
 
+def test_an_https_primarys_replica_dropin_checks_its_certificate(tmp_path: Path) -> None:
+    """For a <VirtualHost> (regen-rules --replica-of https://... --vhost): mod_ssl's proxy
+    engine on, the certificate and its name checked against the CA file, and the fill
+    told the same file."""
+    from pypi_fallback.cli import apache_check_config
+    from pypi_fallback.rules import render_replica, replica_modules
+
+    url = "https://pypi.example.internal/pypi/"
+    text = render_replica(url, host=EXAMPLE_HOST, in_vhost=True)
+    path = Path(__file__).parent / "golden" / "replica_https_vhost.conf"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text()
+    for line in ("SSLProxyEngine On", "SSLProxyVerify require", "SSLProxyCheckPeerName on",
+                 'SSLProxyCACertificateFile "/etc/ssl/certs/ca-certificates.crt"',
+                 'SetEnv PYPI_FALLBACK_REPLICA_CA_FILE "/etc/ssl/certs/ca-certificates.crt"',
+                 "# Needs: a2enmod proxy proxy_http cache cache_disk rewrite headers env wsgi "
+                 "ssl"):
+        assert f"\n{line}\n" in text or f"    {line}\n" in text, line
+    assert "ssl" in replica_modules(url) and "ssl" not in replica_modules("http://x/pypi/")
+    assert "SSLProxy" not in render_replica("http://pypi.example.internal/pypi/",
+                                            host=EXAMPLE_HOST)
+    dropin = tmp_path / "replica.conf"
+    dropin.write_text("<VirtualHost 127.0.0.1:1>\n" + text + "</VirtualHost>\n")
+    assert apache_check_config(str(dropin), tmp_path, replica_modules(url)) is None
+
+
 @pytest.mark.parametrize(("url", "message"), [
     ("http://primary.example/", "give the primary's URL with its prefix"),
     ("http://primary.example", "give the primary's URL with its prefix"),

@@ -124,13 +124,14 @@ def regen_rules_main(argv: Sequence[str] | None = None) -> int:
     from .deployment import prepare_deployment
     from .mirror import record_upstream_url, resolve_upstream_url, resolved_upstream_url
     from .rules import (
+        DEFAULT_CA_FILE,
         DEFAULT_CACHE_ROOT,
         DEFAULT_FILES_ROOT,
-        REPLICA_MODULES,
         Host,
         default_host,
         render_replica,
         render_rules,
+        replica_modules,
     )
 
     parser = _parser("regen-rules", "Write the Apache drop-in for the config.")
@@ -145,7 +146,8 @@ def regen_rules_main(argv: Sequence[str] | None = None) -> int:
                                        "server.state, else www-data)")
     parser.add_argument("--vhost", action="store_true",
                         help="for an Include inside one <VirtualHost> instead of conf-enabled "
-                             "(leaves out the server-wide WSGIRestrictEmbedded)")
+                             "(leaves out the server-wide WSGIRestrictEmbedded; with "
+                             "--replica-of, the form a replica with virtual hosts needs)")
     parser.add_argument("--replica-of", metavar="URL",
                         help="instead, a drop-in for another machine's Apache: a caching "
                              "read replica of the primary at URL (its http(s)://host/prefix/); "
@@ -155,6 +157,9 @@ def regen_rules_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--files-root", metavar="DIR", default=str(DEFAULT_FILES_ROOT),
                         help="with --replica-of: the folder of distributions and metadata "
                              "(default: %(default)s)")
+    parser.add_argument("--ca-file", metavar="FILE", default=str(DEFAULT_CA_FILE),
+                        help="with --replica-of an https URL: the CA certificates the "
+                             "primary's certificate is checked against (default: %(default)s)")
     args = parser.parse_args(argv)
 
     def replica() -> int:
@@ -162,13 +167,15 @@ def regen_rules_main(argv: Sequence[str] | None = None) -> int:
         if args.venv:
             host = Host(Path(args.venv), host.wsgi_script)
         text = render_replica(args.replica_of, Path(args.cache_root),
-                              files_root=Path(args.files_root), host=host)
+                              files_root=Path(args.files_root), host=host,
+                              in_vhost=args.vhost, ca_file=Path(args.ca_file))
         if not args.output:
             if args.check:
                 raise ConfigError("--check needs --output")
             sys.stdout.write(text)
             return EXIT_OK
-        return _install_dropin(Path(args.output), text, args.check, REPLICA_MODULES)
+        return _install_dropin(Path(args.output), text, args.check,
+                               replica_modules(args.replica_of))
 
     def body() -> int:
         if args.replica_of:

@@ -28,6 +28,8 @@ DEFAULT_CACHE_ROOT = Path("/var/cache/apache2/mod_cache_disk")
 # A replica's distributions and metadata (www-data's to write).
 DEFAULT_FILES_ROOT = Path("/var/cache/pypi-fallback/replica")
 REPLICA_SCRIPT = "pypi_fallback_replica.wsgi"
+# The CA certificates an https primary's certificate is checked against (Debian's bundle).
+DEFAULT_CA_FILE = Path("/etc/ssl/certs/ca-certificates.crt")
 WSGI_SCRIPT = "pypi_fallback.wsgi"
 AUTH_SCRIPT = "pypi_fallback_auth.wsgi"  # mod_wsgi's auth provider for upload tokens
 _SAFE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
@@ -179,10 +181,16 @@ def render_rules(settings: Settings, host: Host, upstream_url: str) -> str:
         **rules_context(settings, host, upstream_url))
 
 
+def replica_modules(primary_url: str) -> tuple[str, ...]:
+    """The modules a replica of ``primary_url`` needs (mod_ssl for an https primary)."""
+    return (*REPLICA_MODULES, "ssl") if primary_url.startswith("https://") else REPLICA_MODULES
+
+
 def replica_context(primary_url: str, cache_root: Path,
-                    lock_path: Path = Path("/tmp/pypi-fallback-cache-lock"),
+                    lock_path: Path | None = None,
                     files_root: Path = DEFAULT_FILES_ROOT,
-                    host: Host | None = None) -> dict[str, Any]:
+                    host: Host | None = None, in_vhost: bool = False,
+                    ca_file: Path = DEFAULT_CA_FILE) -> dict[str, Any]:
     """A replica serves the primary's URL prefix under the same path on its own host."""
     from .replica import FILE_RE
 
@@ -197,7 +205,12 @@ def replica_context(primary_url: str, cache_root: Path,
         "primary": primary,
         "prefix": prefix,
         "cache_root": check_path(cache_root, "--cache-root", source),
-        "lock_path": check_path(lock_path, "cache lock path", source),
+        "lock_path": check_path(lock_path or files_root / ".locks" / "mod_cache",
+                                "cache lock path", source),
+        "in_vhost": in_vhost,
+        "https": primary.startswith("https://"),
+        "ca_file": check_path(ca_file, "--ca-file", source),
+        "modules": replica_modules(primary),
         "files_root": check_path(files_root, "--files-root", source),
         "file_re": FILE_RE,
         "prefix_re": re.escape(prefix),
@@ -209,8 +222,11 @@ def replica_context(primary_url: str, cache_root: Path,
         "group": host.group,
         "max_file_size": 16 * 1024**3,
         "connect_timeout": 5,
-        # as long as the primary gives its largest upload (never under five minutes)
+        # uploads: as long as the primary gives its largest one (never under five minutes)
         "timeout": 600,
+        # a GET or HEAD of a file: the longest silence of the primary within its answer
+        "read_timeout": 60,
+        "max_waiters": 24,
         # after a failed connection, ask the primary again at most every 5 s
         "retry": 5,
     }
@@ -218,10 +234,10 @@ def replica_context(primary_url: str, cache_root: Path,
 
 def render_replica(primary_url: str, cache_root: Path = DEFAULT_CACHE_ROOT,
                    lock_path: Path | None = None, files_root: Path = DEFAULT_FILES_ROOT,
-                   host: Host | None = None) -> str:
+                   host: Host | None = None, in_vhost: bool = False,
+                   ca_file: Path = DEFAULT_CA_FILE) -> str:
     """The drop-in for another machine's Apache: a caching reverse proxy of the primary,
     with its distributions and metadata kept as plain files."""
-    context = (replica_context(primary_url, cache_root, lock_path, files_root, host)
-               if lock_path else
-               replica_context(primary_url, cache_root, files_root=files_root, host=host))
+    context = replica_context(primary_url, cache_root, lock_path, files_root, host,
+                              in_vhost, ca_file)
     return _environment().get_template(REPLICA_TEMPLATE).render(**context)
