@@ -22,7 +22,7 @@ import stat
 import time
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -223,13 +223,12 @@ class Writer:
         """Nothing is pending: every write was done when it returned."""
 
 
-class FolderWriter(Writer):
-    """Writes a few files (a listing's, and the upstream listing it is made from) durably
-    with as few waits for the disk as that takes: ``write`` makes a temporary file;
-    ``flush`` makes them all durable, renames them into place (the removals and links asked
-    for done in order with them) and makes each folder durable once. Nothing is visible
-    before ``flush``: the caller holds its locks until then, and calls ``discard`` (which
-    ``flush`` does too) however it ends."""
+class Deferred(Writer):
+    """A writer whose files become visible only at ``flush``: ``write`` makes a temporary
+    file at once, ``remove`` and ``link`` are noted; ``flush`` makes the temporary files
+    durable, applies everything in order (``_apply``) and makes that durable, each subclass
+    its own way. Callers hold the locks of what they wrote until then; however ``flush``
+    ends, the temporary files not renamed into place are removed."""
 
     def __init__(self) -> None:
         # (what, path, target): "replace" a temporary file into place, "remove" path, "link"
@@ -244,6 +243,36 @@ class FolderWriter(Writer):
     def link(self, src: Path, dst: Path) -> None:
         self.pending.append(("link", src, dst))
 
+    def _apply(self) -> set[Path]:
+        """Rename, link and remove as noted, in order; the folders touched."""
+        folders: set[Path] = set()
+        for what, path, target in self.pending:
+            if what == "replace" and target is not None:
+                os.replace(path, target)
+            elif what == "link" and target is not None:
+                with contextlib.suppress(FileExistsError):
+                    os.link(path, target)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            folders.add((target or path).parent)
+        return folders
+
+    def discard(self) -> None:
+        """Remove the temporary files not renamed into place; forget what was pending."""
+        for what, path, _ in self.pending:
+            if what == "replace":
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        self.pending.clear()
+
+
+class FolderWriter(Deferred):
+    """Writes a few files (a listing's, and the upstream listing it is made from) durably
+    with as few waits for the disk as that takes: ``flush`` fsyncs each temporary file,
+    applies everything, then fsyncs each folder once. The caller calls ``discard`` (which
+    ``flush`` does too) however it ends."""
+
     def flush(self) -> None:
         try:
             for what, path, _ in self.pending:
@@ -253,29 +282,10 @@ class FolderWriter(Writer):
                         os.fsync(fd)
                     finally:
                         os.close(fd)
-            folders: set[Path] = set()
-            for what, path, target in self.pending:
-                if what == "replace" and target is not None:
-                    os.replace(path, target)
-                elif what == "link" and target is not None:
-                    with contextlib.suppress(FileExistsError):
-                        os.link(path, target)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-                folders.add((target or path).parent)
-            for folder in sorted(folders):
+            for folder in sorted(self._apply()):
                 fsync_dir(folder)
         finally:
             self.discard()
-
-    def discard(self) -> None:
-        """Remove the temporary files not renamed into place; forget what was pending."""
-        for what, path, _ in self.pending:
-            if what == "replace":
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-        self.pending.clear()
 
 
 class Volatile(Writer):
@@ -307,48 +317,23 @@ def syncfs(path: Path) -> None:
         os.close(fd)
 
 
-@dataclass
-class Batch(Writer):
-    """Writes many files durably with two ``syncfs`` calls instead of two fsyncs a file.
+class Batch(Deferred):
+    """Writes many files durably with two ``syncfs`` calls instead of two fsyncs a file:
+    ``flush`` syncs the temporary files, applies everything, and syncs again."""
 
-    Temporary files are written at once; ``flush`` syncs them, renames them into
-    place, and syncs again. Callers hold the locks of what they wrote until then.
-    """
-
-    anchor: Path
-    # (what, path, target): "replace" a temporary file into place, "remove" path, "link"
-    pending: list[tuple[str, Path, Path | None]] = field(default_factory=list)
-
-    def write(self, path: Path, data: bytes) -> None:
-        self.pending.append(("replace", _write_tmp(path, data, durable=False), path))
-
-    def remove(self, path: Path) -> None:
-        self.pending.append(("remove", path, None))
-
-    def link(self, src: Path, dst: Path) -> None:
-        self.pending.append(("link", src, dst))
+    def __init__(self, anchor: Path) -> None:
+        super().__init__()
+        self.anchor = anchor
 
     def flush(self) -> None:
         if not self.pending:
             return
         try:
             syncfs(self.anchor)
-            for what, path, target in self.pending:
-                if what == "replace" and target is not None:
-                    os.replace(path, target)
-                elif what == "link" and target is not None:
-                    with contextlib.suppress(FileExistsError):
-                        os.link(path, target)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
+            self._apply()
             syncfs(self.anchor)
         finally:
-            for what, path, _ in self.pending:
-                if what == "replace":
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-            self.pending.clear()
+            self.discard()
 
 
 def link_new(tmp: Path, final: Path) -> bool:
