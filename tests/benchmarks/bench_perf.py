@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from apache_server import USERS, Deployment, deployed, free_port, running_apache  # noqa: E402
+from bench_apache import BROWSER_ACCEPT, PLAIN  # noqa: E402
 from bench_regen import build_tree, plain_loop  # noqa: E402
 from bench_upload import populate  # noqa: E402
 from clients import PIP_ACCEPT, clean_env, raw_upload, uv_install  # noqa: E402
@@ -63,15 +64,6 @@ from pypi_fallback.regen import regenerate  # noqa: E402
 from pypi_fallback.serve import APACHE, BUFFERED_LOG, MODULES_DIR, SERVER_TUNING  # noqa: E402
 from pypi_fallback.storage import Tree, add_claims  # noqa: E402
 
-BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-PLAIN = """
-Alias /plain "{home}/plain"
-<Directory "{home}/plain">
-    Options None
-    AllowOverride None
-    Require all granted
-</Directory>
-"""
 STATIC_MODULES = ("mpm_event", "authz_core", "mime", "dir")
 KIB = 1024
 MIB = 1024 * 1024
