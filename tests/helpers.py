@@ -6,6 +6,8 @@ import os
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +92,23 @@ def cli(name: str, *args: str, settings: Settings) -> subprocess.CompletedProces
     return subprocess.run([sys.executable, str(SCRIPTS / name), "--config", str(settings.source),
                            *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "SUDO_USER": "qc-carol"})
+
+
+def concurrent_gets(url: str, count: int, stagger: float = 0.0) -> list[tuple[int, bytes]]:
+    """``count`` GETs of ``url`` at once (each ``stagger`` seconds after the one before):
+    their (status, body), in the order they ended; each waits 60 s at most."""
+    from clients import raw_get
+
+    results: list[tuple[int, bytes]] = []
+
+    def get() -> None:
+        status, _, body = raw_get(url)
+        results.append((status, body))
+
+    threads = [threading.Thread(target=get) for _ in range(count)]
+    for t in threads:
+        t.start()
+        time.sleep(stagger)
+    for t in threads:
+        t.join(timeout=60)
+    return results

@@ -8,7 +8,6 @@ import hashlib
 import http.client
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from apache_server import USERS, Deployment, deployed
 from clients import basic, pip_install, raw_get, uv_install
 from distfactory import wheel_bytes, wheel_name
 from fake_upstream import running_upstream
+from helpers import concurrent_gets
 
 pytestmark = pytest.mark.apache
 PACKAGES = [f"pkg-{c}" for c in "abcde"]
@@ -144,17 +144,7 @@ def test_one_download_per_file_under_concurrent_requests(cache_site: Deployment)
     raw_get(cache_site.origin + "/pypi/+upstream/busy-pkg/")
     name = wheel_name("busy-pkg", "1.0")
     cache_site.upstream.requests.clear()
-    results: list[tuple[int, bytes]] = []
-
-    def get() -> None:
-        status, _, body = raw_get(cache_site.origin + f"/pypi/+upstream/busy-pkg/{name}")
-        results.append((status, body))
-
-    threads = [threading.Thread(target=get) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    results = concurrent_gets(cache_site.origin + f"/pypi/+upstream/busy-pkg/{name}", 8)
     expected = cache_site.upstream.files["busy-pkg"][name]
     assert results == [(200, expected)] * 8
     assert [p for p in cache_site.upstream.requests if p.endswith(name)] == [f"/files/{name}"]
@@ -289,17 +279,8 @@ def test_concurrent_requests_for_a_streaming_cold_file_cause_one_download(
     expected = up.files["shared-pkg"][name]
     up.fault, up.rate = "throttle", len(expected) // 2  # about 2 s
     up.requests.clear()
-    results: list[tuple[int, bytes]] = []
-
-    def get() -> None:
-        status, _, body = raw_get(cache_site.origin + f"/pypi/+upstream/shared-pkg/{name}")
-        results.append((status, body))
-
-    threads = [threading.Thread(target=get) for _ in range(4)]
-    for t in threads:
-        t.start()
-        time.sleep(0.2)  # the first one is streaming when the others ask
-    for t in threads:
-        t.join(timeout=60)
+    # the first one is streaming when the others ask
+    results = concurrent_gets(cache_site.origin + f"/pypi/+upstream/shared-pkg/{name}", 4,
+                              stagger=0.2)
     assert results == [(200, expected)] * 4
     assert [p for p in up.requests if p.endswith(name)] == [f"/files/{name}"]

@@ -56,6 +56,17 @@ def best_of(runs: int, url: str, accept: str, requests: int) -> tuple[float, flo
     return max((ab(url, accept, requests) for _ in range(runs)), key=lambda r: r[0])
 
 
+def rollup(pid: int | str) -> tuple[int, int]:
+    """(RSS KiB, PSS KiB) of one process (OSError when it is gone)."""
+    rss = pss = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Rss:"):
+            rss += int(line.split()[1])
+        elif line.startswith("Pss:"):
+            pss += int(line.split()[1])
+    return rss, pss
+
+
 def memory(home: Path) -> tuple[float, float, int]:
     """(RSS MiB, PSS MiB, processes) of every process of this Apache and its daemon."""
     rss = pss = 0
@@ -68,13 +79,9 @@ def memory(home: Path) -> tuple[float, float, int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             if marker not in cmd and "(wsgi:pypi-fallback" not in cmd:
                 continue
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
-            count += 1
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            one_rss, one_pss = rollup(pid)
+            rss, pss, count = rss + one_rss, pss + one_pss, count + 1
+        except OSError:  # gone, or not ours to read
             continue
     return rss / 1024, pss / 1024, count
 

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from apache_server import USERS, Deployment, deployed, free_port, running_apache  # noqa: E402
-from bench_apache import BROWSER_ACCEPT, PLAIN  # noqa: E402
+from bench_apache import BROWSER_ACCEPT, PLAIN, rollup  # noqa: E402
 from bench_regen import build_tree, plain_loop  # noqa: E402
 from bench_upload import populate  # noqa: E402
 from clients import PIP_ACCEPT, clean_env, raw_upload, uv_install  # noqa: E402
@@ -124,14 +124,10 @@ def memory(root_pid: int) -> tuple[float, float, int]:
     rss = pss = count = 0
     for pid in process_tree(root_pid):
         try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
-            count += 1
+            one_rss, one_pss = rollup(pid)
         except OSError:
             continue
+        rss, pss, count = rss + one_rss, pss + one_pss, count + 1
     return rss / KIB, pss / KIB, count
 
 
