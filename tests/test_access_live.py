@@ -329,3 +329,20 @@ def test_keyring_as_the_readme_shows(restricted: tuple[Deployment, Path], tmp_pa
                           "--target", str(tmp_path / "none"), "--index-url", index, "hush"],
                          capture_output=True, text=True, env=env, timeout=180)
     assert pip.returncode != 0 and not (tmp_path / "none" / "hush").exists()
+
+
+def test_no_password_can_pose_as_a_token(empty_upstream: FakeUpstream, tmp_path: Path) -> None:
+    """The password file is asked before the token provider (a person's upload then runs no
+    Python in Apache's own processes): a ``__token__`` it knows, even in a writer group, is
+    refused, never taken for a token."""
+    with deployed(empty_upstream) as d:
+        subprocess.run(["htpasswd", "-bm", str(d.home / "htpasswd"), "__token__", "guess"],
+                       check=True, capture_output=True)
+        (d.home / "htgroups").write_text("developers: alice bob __token__\nqc: carol\n")
+        wheel = write_wheel(tmp_path, "acme", "1.0")
+        done = twine_upload(d.url("dev"), "__token__", "guess", wheel)
+        assert done.returncode != 0 and "403" in done.stdout + done.stderr
+        assert not (d.settings.root / "dev" / "acme").exists()
+        done = twine_upload(d.url("dev"), "alice", USERS["alice"], wheel)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert (d.settings.root / "dev" / "acme" / wheel.name).exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +194,18 @@ def test_regen_rules_replica_of_cli(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, str(script), "--replica-of", "http://x/$1"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--replica-of" in bad.stderr
+
+
+@pytest.mark.parametrize(("mode", "overlay", "fill"), [("redirect", [], False),
+                                                      ("redirect", ["requests"], True),
+                                                      ("cache", [], True)])
+def test_the_fill_daemon_exists_only_where_fills_are_routine(mode: str, overlay: list[str],
+                                                             fill: bool) -> None:
+    settings = dataclasses.replace(example_settings(), fallback_mode=mode,
+                                   overlay=tuple(overlay))
+    text = render_rules(settings, EXAMPLE_HOST, EXAMPLE_UPSTREAM)
+    defined = set(re.findall(r"^WSGIDaemonProcess (\S+)", text, re.M))
+    used = set(re.findall(r"^\s*WSGIProcessGroup (\S+)", text, re.M))
+    assert used <= defined  # every request has a daemon to go to
+    assert ("pypi-fallback-fill" in defined) == fill
+    assert "+refresh" in text  # pinned files' listings are refreshed either way

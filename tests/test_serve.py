@@ -40,6 +40,7 @@ def test_serve_config_sends_files_whole_and_buffers_its_access_log(home: Path) -
     conf = write_httpd_conf(home, "127.0.0.1", port, dropin, "www-data", buffered_log=True)
     text = conf.read_text()
     assert "EnableSendfile On" in text and "MaxRequestWorkers 400" in text
+    assert "mod_ldap.so" not in text  # only for a drop-in that asks a directory
     with running_apache(conf, port):
         status, _, body = raw_get(f"http://127.0.0.1:{port}/files/big.whl")
         assert status == 200 and body == data
@@ -66,3 +67,17 @@ def test_tests_config_logs_each_request_at_once(home: Path) -> None:
                 time.monotonic() < deadline:
             time.sleep(0.05)
         assert "GET /nothing-here" in (home / "access.log").read_text()
+
+
+def test_a_dropin_that_asks_a_directory_gets_the_ldap_modules(home: Path) -> None:
+    dropin = home / "dropin.conf"
+    dropin.write_text('<Location "/x">\n    AuthType Basic\n    AuthName x\n'
+                      '    AuthBasicProvider ldap\n'
+                      '    AuthLDAPURL "ldap://127.0.0.1:1/dc=example?uid"\n'
+                      '    Require valid-user\n</Location>\n')
+    port = free_port()
+    conf = write_httpd_conf(home, "127.0.0.1", port, dropin, "www-data")
+    assert "mod_authnz_ldap.so" in conf.read_text()
+    with running_apache(conf, port):  # after its own config test
+        status, _, _ = raw_get(f"http://127.0.0.1:{port}/x")
+        assert status == 401

@@ -13,7 +13,9 @@ In one run, on loopback only:
             rules, no negotiation: the drop-in's own cost) and (b) a second, minimal static
             Apache started here with the same server settings (the issue's "Apache, minimal
             static config"): project page HTML and JSON (req/s), a ~130 KB and a ~1 MiB
-            wheel (req/s, MiB/s); ``wrk -t2 -c16``, median (min-max) of ``--reps`` runs.
+            wheel (req/s, MiB/s); ``wrk -t2 -c16``, median (min-max) of ``--reps`` runs;
+            and, under each, the file-name system calls (stat, lstat, open) Apache makes
+            per request, counted with strace (when installed): exact, whatever the load.
   clients   pip download and uv install of 5 wheels, each a median of ``--reps`` runs,
             ratio to the same through the static Apache.
   memory    RSS and PSS of the whole process tree (Apache, its children, the mod_wsgi
@@ -34,9 +36,11 @@ it, generated wheels of those sizes are used. Nothing is written outside /var/tm
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,6 +49,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -133,6 +138,51 @@ def memory(root_pid: int) -> tuple[float, float, int]:
 
 def apache_pid(home: Path) -> int:
     return int((home / "run" / "httpd.pid").read_text())
+
+
+def workers(root_pid: int) -> list[int]:
+    """The threads of an Apache's children that serve requests (not its mod_wsgi daemons)."""
+    tids = []
+    for pid in process_tree(root_pid)[1:]:
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"(wsgi:"):
+                continue
+            tids += [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+    return tids
+
+
+def lookups(url: str, accept: str, root_pid: int, requests: int = 200) -> float | None:
+    """File-name system calls (stat, lstat, open, ...) Apache makes per request of ``url``,
+    counted by strace over ``requests`` requests on one connection: a figure the machine's
+    load does not blur (None without strace)."""
+    if shutil.which("strace") is None:
+        return None
+    out = Path(tempfile.mkstemp(prefix="pf-bench-strace-", dir="/var/tmp")[1])
+    args = ["strace", "-qq", "-c", "-e", "trace=%file", "-o", str(out)]
+    for tid in workers(root_pid):
+        args += ["-p", str(tid)]
+    tracer = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)  # attached
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+        for _ in range(requests):
+            conn.request("GET", parts.path, headers={"Accept": accept})
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 200, (url, resp.status)
+        conn.close()
+        time.sleep(0.5)
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=30)
+    text = out.read_text()
+    out.unlink()
+    # the summary's last line: "% time, seconds, usecs/call, calls, [errors,] total"
+    totals = [line.split() for line in text.splitlines() if line.endswith(" total")]
+    return int(totals[-1][3]) / requests if totals else 0.0
 
 
 def static_httpd_conf(workdir: Path, port: int, docroot: Path) -> Path:
@@ -251,7 +301,7 @@ def fill_tree(root: Path, projects: int, wheels: list[Path]) -> None:
 
 # ---- rows ------------------------------------------------------------------------------
 
-def read_rows(site: Deployment, static: str, small: Path, big: Path,
+def read_rows(site: Deployment, static: str, static_pid: int, small: Path, big: Path,
               args: argparse.Namespace) -> None:
     root = site.settings.root / "dev"
     plain = site.home / "plain"
@@ -292,6 +342,12 @@ def read_rows(site: Deployment, static: str, small: Path, big: Path,
         print(f"{name:28} {spread(figures['static'], fmt):>22} "
               f"{spread(figures['plain'], fmt):>22} {spread(figures['ours'], fmt):>22} "
               f"{med['ours'] / med['static']:>9.2f} {med['ours'] / med['plain']:>9.2f}")
+        pids = {"static": static_pid, "plain": apache_pid(site.home),
+                "ours": apache_pid(site.home)}
+        counts = {k: lookups(u, accept, pids[k]) for k, u in urls.items()}
+        if None not in counts.values():
+            print(f"{'  file lookups / request':28} {counts['static']:>22.1f} "
+                  f"{counts['plain']:>22.1f} {counts['ours']:>22.1f}")
 
 
 Client = Callable[[str, Path, list[str]], subprocess.CompletedProcess[str]]
@@ -498,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{time.perf_counter() - t0:.1f} s")
             with static_apache(site.settings.root) as (static, static_pid):
                 if "reads" in args.only:
-                    read_rows(site, static, small, big, args)
+                    read_rows(site, static, static_pid, small, big, args)
                 if "clients" in args.only:
                     client_rows(site, static, five, args)
                 if "memory" in args.only:

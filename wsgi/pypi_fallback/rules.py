@@ -143,6 +143,8 @@ def rules_context(settings: Settings, host: Host, upstream_url: str) -> dict[str
         "upstream_target": f"{settings.url_prefix}/+upstream/" if cache else
         check_redirect_url(upstream_url, "upstream.url", settings.source),
         "cache_mode": cache,
+        # the fills' own daemon: only where fills and refreshes are routine
+        "fill_daemon": cache or bool(settings.overlay),
         "listing_cache_control": settings.listing_cache_control,
         "immutable": IMMUTABLE,
         "served_alternation": "|".join([re.escape(r) for r in settings.repos]
