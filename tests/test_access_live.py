@@ -346,3 +346,23 @@ def test_no_password_can_pose_as_a_token(empty_upstream: FakeUpstream, tmp_path:
         done = twine_upload(d.url("dev"), "alice", USERS["alice"], wheel)
         assert done.returncode == 0, done.stdout + done.stderr
         assert (d.settings.root / "dev" / "acme" / wheel.name).exists()
+
+
+def test_no_password_can_read_as_a_token(restricted: tuple[Deployment, Path]) -> None:
+    """The same refusal where restricted repositories are read: a ``__token__`` in the
+    password file, even in a reader group, reads nothing; a person still reads."""
+    d, _ = restricted
+    htpasswd, htgroups = d.home / "htpasswd", d.home / "htgroups"
+    saved = htpasswd.read_bytes(), htgroups.read_bytes()
+    try:
+        subprocess.run(["htpasswd", "-bm", str(htpasswd), "__token__", "guess"],
+                       check=True, capture_output=True)
+        htgroups.write_text(saved[1].decode().replace("developers:", "developers: __token__"))
+        for path in ("/pypi/dev/", "/pypi/dev/beta/",
+                     "/pypi/dev/beta/beta-1.0-py3-none-any.whl"):
+            status, _, body = raw_get(d.origin, path, {**JSON, **basic("__token__", "guess")})
+            assert status == 403 and b"beta-1.0" not in body, (path, status)
+        assert raw_get(d.origin, "/pypi/dev/beta/", basic("alice", USERS["alice"]))[0] == 200
+    finally:
+        htpasswd.write_bytes(saved[0])
+        htgroups.write_bytes(saved[1])
