@@ -24,7 +24,7 @@ from .config import Settings
 from .errors import RecordCorrupt
 from .listing import TYPE_MAP
 from .names import NormalizedName, RepoName, is_normalized_name
-from .pages import refresh as refresh_pages
+from .pages import Known, recorded_projects, refresh_landing, refresh_projects
 from .policywatch import record_policy
 from .records import ProjectRecord
 from .render import is_public, render_project_listing, render_root_listing
@@ -240,21 +240,29 @@ def regenerate(settings: Settings, repos: Sequence[RepoName] | None = None,
     roots: set[RepoName] = set()
     held: set[NormalizedName] = set()
     upstream_url = upstream_url_once(settings)
+    searched: set[NormalizedName] = set()  # projects whose search entry changed
     for start in range(0, len(projects), batch_size):
         chunk = projects[start:start + batch_size]
         writer = Batch(settings.root)
+        known = Known()
         with contextlib.ExitStack() as stack:
             for project in chunk:
                 stack.enter_context(locked(tree, project))
                 try:
                     _regenerate_project(settings, tree, project, scan_repos, render_repos,
-                                        writer, report, roots, held, upstream_url)
+                                        writer, report, roots, held, upstream_url, known)
                 except (OSError, ValueError, RecordCorrupt) as exc:  # the rest goes on
                     report.skipped(project, exc)
+                    known.records = {k: r for k, r in known.records.items() if k[1] != project}
             try:
                 writer.flush()
             except OSError as exc:
                 report.skipped(f"{chunk[0]}…{chunk[-1]}", exc)
+                known = Known()  # not written: the pages read what is on disk
+            # pages for people (pages.py), from what this batch read, wrote and parsed,
+            # under the projects' locks (an upload's page is made after, not before)
+            known.held = {p for p in chunk if p in held}
+            searched |= refresh_projects(settings, chunk, known=known)
         report.projects += len(chunk)
         if progress:
             progress(start + len(chunk), len(projects))
@@ -269,7 +277,11 @@ def regenerate(settings: Settings, repos: Sequence[RepoName] | None = None,
     add_claims(tree, {p: "published" for p in held}, fold=not names)
     for repo in scan_repos:
         clean_repo_folder(tree, repo, report)
-    refresh_pages(settings, projects if names else None)  # pages for people (pages.py)
+    if names:
+        refresh_landing(settings, searched)
+    else:  # every page: those of records no folder holds any more too, then the landing
+        refresh_projects(settings, set(recorded_projects(tree, settings.repos)) - set(projects))
+        refresh_landing(settings, None)
     write_status(tree, report)
     return report
 
@@ -278,20 +290,24 @@ def _regenerate_project(settings: Settings, tree: Tree, project: NormalizedName,
                         scan_repos: Sequence[RepoName], render_repos: Sequence[RepoName],
                         writer: Batch,
                         report: Report, roots: set[RepoName], held: set[NormalizedName],
-                        upstream_url: Callable[[], str]) -> None:
+                        upstream_url: Callable[[], str], known: Known) -> None:
     records: Records = {}
     dirty: set[RepoName] = set()
     for repo in scan_repos:
         record = _record(tree, repo, project, records)
-        if scan_project(tree, repo, project, record, writer, report):
+        if scan_project(tree, repo, project, record, writer, report, known.parsed):
             dirty.add(repo)
     roots |= publish_listings(settings, tree, project, render_repos, records, writer, report,
                               dirty, upstream_url)
     for repo in dirty:
-        writer.write(tree.record_path(repo, project), records[(repo, project)].dump())
+        record = records[(repo, project)]
+        record.stored = record.dump()
+        writer.write(tree.record_path(repo, project), record.stored)
     if any(rec.files for rec in records.values()) and \
             not is_public(settings, project, records.values()):
         held.add(project)
+    for key, record in records.items():
+        known.records[key] = record
 
 
 def write_status(tree: Tree, report: Report) -> None:

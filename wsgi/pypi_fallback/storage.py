@@ -687,11 +687,13 @@ def load_record(tree: Tree, repo: str, project: NormalizedName) -> ProjectRecord
     except FileNotFoundError:
         return ProjectRecord()
     try:
-        return ProjectRecord.from_json(json.loads(data))
+        record = ProjectRecord.from_json(json.loads(data))
     except ValueError as exc:  # not JSON (or not UTF-8)
         raise RecordCorrupt(f"{path}: not a record: {exc}") from None
     except RecordCorrupt as exc:
         raise RecordCorrupt(f"{path}: {exc}") from None
+    record.stored = data
+    return record
 
 
 # -- claims: names that never fall back upstream (the format: records.Claim) -------------------
