@@ -98,9 +98,9 @@ def parse_metadata(raw: bytes, where: str) -> CoreMetadata:
 
 
 def _check_member_name(name: str, filename: str) -> None:
-    p = PurePosixPath(name.replace("\\", "/"))
+    posix = name.replace("\\", "/")  # (string operations: once per member of every archive)
     drive = len(name) > 1 and name[1] == ":"
-    if p.is_absolute() or ".." in p.parts or drive or "\0" in name:
+    if posix.startswith("/") or ".." in posix.split("/") or drive or "\0" in name:
         raise InvalidArchive(f"Unsafe path {name!r} inside {filename!r}")
 
 
