@@ -28,6 +28,7 @@ next fold read the audit log from its start again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -45,6 +46,7 @@ from . import mirror
 from .archive import inspect_dist
 from .config import Settings
 from .errors import PyPIFallbackError, RecordCorrupt
+from .listing import TEMPLATES
 from .names import NormalizedName, RepoName, is_normalized_name, parse_dist_filename
 from .pagehtml import (
     PAGES_URL,
@@ -263,7 +265,7 @@ def _inputs(settings: Settings, tree: Tree, project: NormalizedName, claim: str 
         with contextlib.suppress(FileNotFoundError):
             raw["cached"] = "\n".join(sorted(os.listdir(tree.upstream_dir(project)))
                                       ).encode()
-    h = hashlib.sha256(f"{PAGE_VERSION}\n{settings.url_prefix}\n{claim}\n"
+    h = hashlib.sha256(f"{_renderer()}\n{settings.url_prefix}\n{claim}\n"
                        f"{settings.is_overlay(project)}\n".encode())
     for name, repo in settings.repos.items():
         h.update(f"{name}:{','.join(repo.fallback)}:{','.join(repo.writers)}\n".encode())
@@ -271,6 +273,15 @@ def _inputs(settings: Settings, tree: Tree, project: NormalizedName, claim: str 
         h.update(f"{key}\n".encode())
         h.update(hashlib.sha256(raw[key] or b"").digest())
     return h.hexdigest(), raw
+
+
+@functools.cache
+def _renderer() -> str:
+    """What renders a page, as a fingerprint: PAGE_VERSION and the template's source (an
+    upgrade that changes the template renders every page again)."""
+    assert TEMPLATES.loader is not None
+    source = TEMPLATES.loader.get_source(TEMPLATES, "page_project.html")[0]
+    return f"{PAGE_VERSION}:{hashlib.sha256(source.encode()).hexdigest()}"
 
 
 Rows = dict[str, dict[str, Any]]  # filename -> the fields of its row on the page
