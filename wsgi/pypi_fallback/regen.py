@@ -93,10 +93,13 @@ def publish_listings(settings: Settings, tree: Tree, project: NormalizedName,
         if not listed:
             roots_changed.add(repo)
         for name in LISTING_FILES:  # what this program did not write goes, links included
-            path = folder / name
-            if os.path.islink(path) or (path.exists() and not path.is_file()):
-                reject(tree, repo, path, f"{name!r} is not a listing this program wrote",
-                       report)
+            try:
+                mode = os.lstat(os.path.join(folder, name)).st_mode
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(mode):
+                reject(tree, repo, folder / name,
+                       f"{name!r} is not a listing this program wrote", report)
         write_listing(writer, settings.root, folder, page.body, page.html, TYPE_MAP)
         record.listing = page.fingerprint
         record.listing_html = hashlib.sha256(page.html).hexdigest()
@@ -243,17 +246,19 @@ def regenerate(settings: Settings, repos: Sequence[RepoName] | None = None,
     roots: set[RepoName] = set()
     held: set[NormalizedName] = set()
     upstream_url = upstream_url_once(settings)
-    searched: set[NormalizedName] = set()  # projects whose search entry changed
+    searched: set[NormalizedName] = set()  # projects whose search entry may have changed
     # a full run skips the projects whose stamp is unchanged (stamps.py)
     full_run = not names and set(scan_repos) == set(settings.repos)
     if full_run and settings.pages:
         fold_audit(tree)  # the trails, which stamps cover, as of now
     stamps = load_stamps(tree, run_constants(settings, tree)) if full_run else {}
+    incremental = bool(stamps)  # the last full run completed, under the same constants
     claims = load_claims(tree) if full_run else {}
     for start in range(0, len(projects), batch_size):
         chunk = projects[start:start + batch_size]
         todo = [p for p in chunk if stamps.get(p) is None
                 or stamps[p] != project_stamp(settings, tree, p, claims.get(p))]
+        searched.update(todo)
         stamps.update(dict.fromkeys(todo, ""))  # "": not (yet) brought up to date
         writer = Batch(settings.root)
         known = Known()
@@ -301,8 +306,11 @@ def regenerate(settings: Settings, repos: Sequence[RepoName] | None = None,
     if names:
         refresh_landing(settings, searched)
     else:  # every page: those of records no folder holds any more too, then the landing
-        refresh_projects(settings, set(recorded_projects(tree, settings.repos)) - set(projects))
-        refresh_landing(settings, None)
+        searched |= refresh_projects(
+            settings, set(recorded_projects(tree, settings.repos)) - set(projects))
+        # from every page's entry; or, after a complete full run, the entries of the
+        # projects visited (the others' are as that run left them)
+        refresh_landing(settings, searched if incremental else None)
     if full_run:
         with contextlib.suppress(OSError):
             save_stamps(tree, run_constants(settings, tree),

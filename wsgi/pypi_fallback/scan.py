@@ -37,7 +37,7 @@ from .storage import (
     discard,
     is_stale_tmp,
     quarantine,
-    read_hashed,
+    read_hashed_stat,
     regular_bytes,
     utc_timestamp,
 )
@@ -219,11 +219,11 @@ def _validate_new_file(tree: Tree, repo: RepoName, project: NormalizedName, path
         raise InvalidFilename(
             f"{path.name!r} belongs to project {dist.project!r}, not in folder {project!r}"
         )
-    sha256, data = read_hashed(path, INSPECT_IN_MEMORY)  # read once: hashed, then inspected
+    # read once: hashed, then inspected; its stat as read
+    sha256, data, st = read_hashed_stat(path, INSPECT_IN_MEMORY)
     if known:
         if known.sha256 != sha256:
             raise InvalidFilename(f"{path.name!r} was published with other bytes; never replaced")
-        st = path.stat()
         return replace(known, size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
     if path.name in record.tombstones:
         raise InvalidFilename(f"{path.name!r} was removed before; a filename is never reused")
@@ -236,7 +236,6 @@ def _validate_new_file(tree: Tree, repo: RepoName, project: NormalizedName, path
         metadata_sha256 = hashlib.sha256(meta.raw).hexdigest()
     # when the file entered this repository: its ctime (set by the copy or rename that put
     # it here; scp -p keeps an older mtime, never an older ctime)
-    st = path.stat()
     return FileRecord.of_file(st, sha256, str(dist.version), utc_timestamp(st.st_ctime),
                               meta.requires_python, metadata_sha256)
 

@@ -44,13 +44,6 @@ def _shared(st: os.stat_result) -> str:
     return f"{st.st_mode:o}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def _lstat(path: str) -> str:
-    try:
-        return _ident(os.lstat(path))
-    except OSError:  # missing (or unreadable: then the long way finds out)
-        return "-"
-
-
 def run_constants(settings: Settings, tree: Tree) -> str:
     """What every stamp of a run shares: the configuration, this program's files (an
     upgrade renders differently) and the shared type map of the listings."""
@@ -69,27 +62,37 @@ def run_constants(settings: Settings, tree: Tree) -> str:
 def project_stamp(settings: Settings, tree: Tree, project: NormalizedName,
                   claim: str | None) -> str:
     """The stamp of ``project`` as it is on disk now (see the module's docstring; the run's
-    constants are kept once, beside the stamps)."""
+    constants are kept once, beside the stamps). Plain system calls and tuples: the next
+    run computes one for every project, and that is most of what it costs."""
     root, state = os.fspath(tree.root), os.fspath(tree.state)
-    parts = [claim or "-"]
-    for repo in settings.repos:
-        parts.append(_lstat(f"{state}/records/{repo}/{project}.json"))
-        folder = f"{root}/{repo}/{project}"
-        parts.append(_lstat(folder))
-        try:
-            with os.scandir(folder) as it:
-                found = [(e.name, (_shared if e.name == "index.var" else _ident)(
-                    e.stat(follow_symlinks=False))) for e in it]
-        except OSError:
-            continue
-        parts += [f"{name}\0{ident}" for name, ident in sorted(found)]
-    parts += [_lstat(f"{root}/{PAGES_DIR}/{project}/index.html"),
-              _lstat(f"{state}/pages/projects/{project}.json"),
-              _lstat(f"{state}/pages/trails/{project}.json"),
-              _lstat(f"{state}/upstream/{project}.json")]
+    found: list[object] = [claim]
+    paths = [f"{state}/records/{repo}/{project}.json" for repo in settings.repos]
+    paths += [f"{root}/{PAGES_DIR}/{project}/index.html",
+              f"{state}/pages/projects/{project}.json",
+              f"{state}/pages/trails/{project}.json",
+              f"{state}/upstream/{project}.json"]
     if settings.fallback_mode == "cache":
-        parts.append(_lstat(f"{root}/{UPSTREAM_DIR}/{project}"))
-    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+        paths.append(f"{root}/{UPSTREAM_DIR}/{project}")
+    lstat = os.lstat
+    for path in paths:
+        try:
+            st = lstat(path)
+        except OSError:  # missing (or unreadable: then the long way finds out)
+            found.append(None)
+            continue
+        found.append((st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    for repo in settings.repos:
+        try:
+            with os.scandir(f"{root}/{repo}/{project}") as it:
+                entries = sorted((e.name, e.stat(follow_symlinks=False)) for e in it)
+        except OSError:
+            found.append(None)
+            continue
+        for name, st in entries:
+            # the shared type map's ctime changes whenever a folder is linked to it
+            found.append((name, st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns,
+                          None if name == "index.var" else st.st_ctime_ns))
+    return hashlib.sha256(repr(found).encode()).hexdigest()
 
 
 def load_stamps(tree: Tree, constants: str) -> dict[str, str]:

@@ -519,18 +519,47 @@ def sha256_file(path: Path, chunk: int = 1024 * 1024) -> str:
 def read_hashed(path: Path, keep: int, chunk: int = 1024 * 1024) -> tuple[str, bytes | None]:
     """The file's sha256, hashed while reading it once, and its bytes when it is at most
     ``keep`` bytes long (None otherwise): what is read to be hashed need not be read again."""
+    sha256, data, _st = read_hashed_stat(path, keep, chunk)
+    return sha256, data
+
+
+def read_hashed_stat(path: Path, keep: int, chunk: int = 1024 * 1024
+                     ) -> tuple[str, bytes | None, os.stat_result]:
+    """``read_hashed``, and the file's ``stat`` once read (a symlink raises OSError)."""
     h = hashlib.sha256()
     blocks: list[bytes] | None = []
     size = 0
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        while block := os.read(fd, chunk):
             h.update(block)
             size += len(block)
             if blocks is not None and size <= keep:
                 blocks.append(block)
             else:
                 blocks = None
-    return h.hexdigest(), None if blocks is None else b"".join(blocks)
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return h.hexdigest(), None if blocks is None else b"".join(blocks), st
+
+
+_known_bytes: dict[str, tuple[tuple[int, ...], bytes]] = {}
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """The file at ``path`` holds ``data``; read again only when its identity changed
+    (a listing is written beside each project; they all share one type map)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    known = _known_bytes.get(str(path))
+    if known is None or known[0] != key:
+        known = (key, path.read_bytes())
+        _known_bytes[str(path)] = known
+    return known[1] == data
 
 
 def write_listing(writer: Writer, root: Path, folder: Path, body_json: bytes,
@@ -540,7 +569,7 @@ def write_listing(writer: Writer, root: Path, folder: Path, body_json: bytes,
     writer.write(folder / "index.v1_json", body_json)
     writer.write(folder / "index.html", body_html)
     shared = root / ".index.var"
-    if not shared.exists() or shared.read_bytes() != type_map:
+    if not _holds(shared, type_map):
         Writer().write(shared, type_map)
     try:
         if os.lstat(folder / "index.var").st_ino == os.lstat(shared).st_ino:
