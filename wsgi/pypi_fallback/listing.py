@@ -5,6 +5,7 @@ Pure functions from values to values; ``storage`` writes what ``render_*`` retur
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ HTML_TYPE = "application/vnd.pypi.simple.v1+html"
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
 
-def _version_key(version: str) -> tuple[int, Version | str]:
+@functools.lru_cache(maxsize=8192)  # a listing and a page sort the same versions again
+def version_key(version: str) -> tuple[int, Version | str]:
+    """A sort key for versions: PEP 440 order, the invalid ones first."""
     try:
         return (1, Version(version))
     except InvalidVersion:
@@ -34,7 +37,7 @@ def merge_files(layers: Iterable[Sequence[FileEntry]]) -> list[FileEntry]:
     seen: set[str] = set()
     merged: list[FileEntry] = []
     for layer in layers:
-        for entry in sorted(layer, key=lambda e: (_version_key(e.version), e.filename)):
+        for entry in sorted(layer, key=lambda e: (version_key(e.version), e.filename)):
             if entry.filename not in seen:
                 seen.add(entry.filename)
                 merged.append(entry)
@@ -66,7 +69,7 @@ def build_project_page(
         meta["tracks"] = list(tracks)
     if status is not None and not status.offers_files:
         files = []
-    versions = sorted({f.version for f in files}, key=_version_key)
+    versions = sorted({f.version for f in files}, key=version_key)
     page: dict[str, Any] = {
         "meta": meta,
         "name": project,

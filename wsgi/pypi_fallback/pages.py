@@ -40,13 +40,12 @@ from pathlib import Path
 from typing import Any
 
 from packaging.metadata import RawMetadata
-from packaging.version import InvalidVersion, Version
 
 from . import mirror
 from .archive import inspect_dist
 from .config import Settings
 from .errors import PyPIFallbackError, RecordCorrupt
-from .listing import TEMPLATES
+from .listing import TEMPLATES, version_key
 from .names import NormalizedName, RepoName, is_normalized_name, parse_dist_filename
 from .pagehtml import (
     PAGES_URL,
@@ -175,13 +174,6 @@ def _trail(tree: Tree, project: NormalizedName) -> list[AuditEntry]:
 
 
 # -- a project page ----------------------------------------------------------------------------
-
-
-def _version_key(version: str) -> tuple[int, Version | str]:
-    try:
-        return (1, Version(version))
-    except InvalidVersion:
-        return (0, version)
 
 
 def _link(url: str) -> str:
@@ -396,7 +388,7 @@ def _version_rows(rows: Rows) -> tuple[VersionRow, ...]:
             upload_time=row["upload_time"], uploader=row["uploader"],
             where=tuple(row["where"]), yanked=row["yanked"], removed=row.get("removed")))
     return tuple(VersionRow(v, tuple(files)) for v, files in
-                 sorted(by_version.items(), key=lambda kv: _version_key(kv[0]), reverse=True))
+                 sorted(by_version.items(), key=lambda kv: version_key(kv[0]), reverse=True))
 
 
 def _described(settings: Settings, tree: Tree, project: NormalizedName, rows: Rows,
@@ -405,7 +397,7 @@ def _described(settings: Settings, tree: Tree, project: NormalizedName, rows: Ro
     """The release the page describes, and its metadata: the newest local release that is
     not yanked (else the newest local one; else the newest listed, without metadata)."""
     live = [r for r in rows.values() if "rec" in r]
-    choice = sorted(live, key=lambda r: (r["yanked"] is None, _version_key(r["version"]),
+    choice = sorted(live, key=lambda r: (r["yanked"] is None, version_key(r["version"]),
                                          r["filename"].endswith(".whl")))
     if not choice:
         return (versions[0].version if versions else ""), Metadata()
