@@ -15,6 +15,7 @@ import errno
 import fcntl
 import functools
 import hashlib
+import itertools
 import json
 import os
 import secrets
@@ -174,12 +175,26 @@ def regular_bytes(path: str) -> bytes:
         os.close(fd)
 
 
+_counter = itertools.count()
+
+
+def _unique() -> str:
+    """A part of a temporary name no other file of this process has: a random token drawn
+    once per process (per pid: a forked child draws its own), then a counter."""
+    return f"{_process_token(os.getpid())}{next(_counter):x}"
+
+
+@functools.cache
+def _process_token(pid: int) -> str:
+    return secrets.token_hex(4)
+
+
 def _write_tmp(final: Path, data: bytes, durable: bool) -> str:
     """``data`` in a new temporary file beside ``final`` (``create_tmp``'s name, its
     folders made as needed); its path. Plain system calls: this runs once per file
     written, a hundred thousand times in a full regeneration."""
     head, name = os.path.split(os.fspath(final))
-    tmp = f"{head}/{f'{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{name}'[:250]}"
+    tmp = f"{head}/{f'{TMP_PREFIX}{os.getpid()}-{_unique()}-{name}'[:250]}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     try:
         fd = os.open(tmp, flags, 0o644)
