@@ -5,6 +5,11 @@
 ``publish_listings`` and ``publish_root`` write what changed. Uploads, the QC commands and
 ``regen-index`` share them, under the same per-project lock. The cache-mode pages under
 ``+upstream`` are kept by ``upstream_pages``.
+
+``regenerate`` works in batches of projects: each batch is scanned and its listings
+written (one durable flush), then its pages for people are made from what the batch read,
+wrote and parsed (``pages.Known``). A full run first skips every project whose stamp
+(``stamps``) is the one the last full run left.
 """
 
 from __future__ import annotations
