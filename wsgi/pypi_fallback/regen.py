@@ -92,7 +92,7 @@ def publish_listings(settings: Settings, tree: Tree, project: NormalizedName,
             continue
         listed = os.path.exists(os.path.join(folder, "index.v1_json"))
         if record.listing == page.fingerprint and listed and \
-                record.listing_html == hashlib.sha256(page.html).hexdigest() and \
+                record.listing_html == page.html_fingerprint and \
                 listing_intact(settings.root, folder, page.body, record.listing_html):
             continue  # (the HTML compared too: an upgrade may render it otherwise)
         if not listed:
@@ -107,7 +107,7 @@ def publish_listings(settings: Settings, tree: Tree, project: NormalizedName,
                        f"{name!r} is not a listing this program wrote", report)
         write_listing(writer, settings.root, folder, page.body, page.html, TYPE_MAP)
         record.listing = page.fingerprint
-        record.listing_html = hashlib.sha256(page.html).hexdigest()
+        record.listing_html = page.html_fingerprint
         _changed(tree, repo, project, record, writer, dirty)
         report.listings += 1
         if admitted is not None and admitted.exceptions and page.offers_files:
