@@ -128,6 +128,7 @@ TEMPLATES = _env = jinja2.Environment(
     lstrip_blocks=True,
     keep_trailing_newline=True,
     undefined=jinja2.StrictUndefined,
+    auto_reload=False,  # a template is read once per process (no stat per page rendered)
 )
 
 
