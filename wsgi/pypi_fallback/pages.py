@@ -218,9 +218,6 @@ class Known:
         return known.stored if known is not None else _read(tree.record_path(repo, project))
 
 
-NOTHING_KNOWN = Known()
-
-
 def _metadata(settings: Settings, tree: Tree, repo: RepoName, project: NormalizedName,
               filename: str, rec: FileRecord, writer: Writer, known: Known) -> Metadata | None:
     """The core metadata of a published file: as parsed by the caller, else a wheel's
@@ -247,7 +244,7 @@ def _metadata(settings: Settings, tree: Tree, repo: RepoName, project: Normalize
 
 
 def _inputs(settings: Settings, tree: Tree, project: NormalizedName, claim: str | None,
-            known: Known = NOTHING_KNOWN) -> tuple[str, dict[str, bytes | None]]:
+            known: Known) -> tuple[str, dict[str, bytes | None]]:
     """Everything a project page is made of, as bytes, and their fingerprint."""
     raw: dict[str, bytes | None] = {
         f"record:{repo}": known.record_bytes(tree, repo, project) for repo in settings.repos}
@@ -280,7 +277,7 @@ Rows = dict[str, dict[str, Any]]  # filename -> the fields of its row on the pag
 
 
 def project_view(settings: Settings, tree: Tree, project: NormalizedName,
-                 claim: str | None, writer: Writer, known: Known = NOTHING_KNOWN
+                 claim: str | None, writer: Writer, known: Known
                  ) -> ProjectView | None:
     """What the page of ``project`` shows; None when nothing was ever published here."""
     records = {repo: known.record(tree, repo, project) for repo in settings.repos}
@@ -412,13 +409,14 @@ def _described(settings: Settings, tree: Tree, project: NormalizedName, rows: Ro
 
 
 def refresh_projects(settings: Settings, projects: Iterable[str], *, force: bool = False,
-                     batch_size: int = 200, known: Known = NOTHING_KNOWN
+                     batch_size: int = 200, known: Known | None = None
                      ) -> set[NormalizedName]:
     """Bring the pages of ``projects`` up to date (after folding in the audit log); return
     the projects whose search entry changed (for the landing page). ``known``: what the
     caller read already (it holds the projects' locks: nothing changed since)."""
     if not settings.pages:
         return set()
+    known = known if known is not None else Known()
     tree = Tree.of(settings)
     fold_audit(tree)
     claims = load_claims(tree)
@@ -441,7 +439,7 @@ def refresh_projects(settings: Settings, projects: Iterable[str], *, force: bool
 
 
 def _refresh_one(settings: Settings, tree: Tree, project: NormalizedName, claim: str | None,
-                 writer: Writer, force: bool, known: Known = NOTHING_KNOWN) -> bool:
+                 writer: Writer, force: bool, known: Known) -> bool:
     state_path = _state(tree) / "projects" / f"{project}.json"
     page = pages_root(settings) / project / "index.html"
     fingerprint, _raw = _inputs(settings, tree, project, claim, known)
