@@ -1,6 +1,7 @@
 """Benchmark: regen-index over 10,000 projects × 3 small wheels.
 
-Prints figures; asserts nothing. Run: ``python tests/benchmarks/bench_regen.py [N]``.
+Prints figures; asserts nothing. Run: ``python tests/benchmarks/bench_regen.py [N] [DIR]``
+(DIR: where the tree is made, /var/tmp by default; /dev/shm measures CPU only).
 
 Compares, in the same run on the same tree:
   plain     a loop that hashes each file and writes index.html + index.v1_json into each
@@ -10,6 +11,9 @@ Compares, in the same run on the same tree:
   full      regen-index on the fresh tree (validation, metadata, records, durable writes);
   rerun     regen-index again with nothing changed.
 Targets (issue #2): full <= 3x plain; rerun <= 10% of full.
+For reference (not a target), ``validate_loop``: only what a full run must do to each new
+file before publishing it (read and hash it, then check the archive and its metadata with
+``inspect_dist``), nothing written.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from conftest import write_config  # noqa: E402
 from distfactory import wheel_bytes, wheel_name  # noqa: E402
+from pypi_fallback.archive import inspect_dist  # noqa: E402
 from pypi_fallback.config import load_settings  # noqa: E402
+from pypi_fallback.names import parse_dist_filename  # noqa: E402
 from pypi_fallback.regen import regenerate  # noqa: E402
 
 
@@ -57,9 +63,19 @@ def plain_loop(src: Path) -> None:
         (target / "index.v1_json").write_text(json.dumps(page))
 
 
+def validate_loop(src: Path) -> None:
+    """Each file read and hashed, its name parsed and its archive inspected; nothing written."""
+    for project in sorted(p for p in os.listdir(src) if (src / p).is_dir()):
+        for name in sorted(f for f in os.listdir(src / project) if f.endswith(".whl")):
+            data = (src / project / name).read_bytes()
+            hashlib.sha256(data).hexdigest()
+            inspect_dist(src / project / name, parse_dist_filename(name), data)
+
+
 def main() -> None:
     projects = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+    where = sys.argv[2] if len(sys.argv) > 2 else "/var/tmp"
+    with tempfile.TemporaryDirectory(dir=where) as tmp:
         base = Path(tmp)
         settings = load_settings(write_config(base))
         t0 = time.perf_counter()
@@ -75,6 +91,11 @@ def main() -> None:
         plain_loop(settings.root / "dev")
         os.sync()
         plain = time.perf_counter() - t0
+
+        settle()
+        t0 = time.perf_counter()
+        validate_loop(settings.root / "dev")
+        validate = time.perf_counter() - t0
 
         settle()
         t0 = time.perf_counter()
@@ -94,7 +115,10 @@ def main() -> None:
         os.sync()
         plain = (plain + time.perf_counter() - t0) / 2  # before and after, averaged
 
+        print(f"{where}; load: {os.getloadavg()[0]:.2f}")
         print(f"plain loop:           {plain:7.2f} s")
+        print(f"validation only:      {validate:7.2f} s  ({validate / plain:.2f}x plain; "
+              "reference: what a full run must do to each new file, nothing written)")
         print(f"regen-index, full:    {full:7.2f} s  ({full / plain:.2f}x plain; target <= 3x)")
         print(f"regen-index, rerun:   {rerun:7.2f} s  ({100 * rerun / full:.1f}% of full; "
               f"target <= 10%)")

@@ -11,11 +11,11 @@ import io
 import stat
 import tarfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from packaging.metadata import parse_email
+from packaging.metadata import RawMetadata, parse_email
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -38,6 +38,9 @@ class CoreMetadata:
     version: str
     requires_python: str | None
     raw: bytes  # METADATA / PKG-INFO as found (served as PEP 658 metadata for wheels)
+    # every field ``packaging`` parsed from ``raw`` (what a page shows: parsed once)
+    fields: RawMetadata = field(default_factory=lambda: RawMetadata(), compare=False,
+                                repr=False)
 
 
 def inspect_dist(path: Path, dist: Dist, data: bytes | None = None) -> CoreMetadata:
@@ -91,13 +94,13 @@ def parse_metadata(raw: bytes, where: str) -> CoreMetadata:
         except InvalidSpecifier:
             raise InvalidArchive(f"{where}: invalid Requires-Python {requires!r}") from None
     return CoreMetadata(name.strip(), version.strip(), requires.strip() if requires else None,
-                        raw)
+                        raw, fields)
 
 
 def _check_member_name(name: str, filename: str) -> None:
-    p = PurePosixPath(name.replace("\\", "/"))
+    posix = name.replace("\\", "/")  # (string operations: once per member of every archive)
     drive = len(name) > 1 and name[1] == ":"
-    if p.is_absolute() or ".." in p.parts or drive or "\0" in name:
+    if posix.startswith("/") or ".." in posix.split("/") or drive or "\0" in name:
         raise InvalidArchive(f"Unsafe path {name!r} inside {filename!r}")
 
 

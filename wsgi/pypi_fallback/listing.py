@@ -5,12 +5,14 @@ Pure functions from values to values; ``storage`` writes what ``render_*`` retur
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+from markupsafe import escape
 from packaging.version import InvalidVersion, Version
 
 from .names import NormalizedName
@@ -21,7 +23,9 @@ HTML_TYPE = "application/vnd.pypi.simple.v1+html"
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
 
-def _version_key(version: str) -> tuple[int, Version | str]:
+@functools.lru_cache(maxsize=8192)  # a listing and a page sort the same versions again
+def version_key(version: str) -> tuple[int, Version | str]:
+    """A sort key for versions: PEP 440 order, the invalid ones first."""
     try:
         return (1, Version(version))
     except InvalidVersion:
@@ -33,7 +37,7 @@ def merge_files(layers: Iterable[Sequence[FileEntry]]) -> list[FileEntry]:
     seen: set[str] = set()
     merged: list[FileEntry] = []
     for layer in layers:
-        for entry in sorted(layer, key=lambda e: (_version_key(e.version), e.filename)):
+        for entry in sorted(layer, key=lambda e: (version_key(e.version), e.filename)):
             if entry.filename not in seen:
                 seen.add(entry.filename)
                 merged.append(entry)
@@ -65,7 +69,7 @@ def build_project_page(
         meta["tracks"] = list(tracks)
     if status is not None and not status.offers_files:
         files = []
-    versions = sorted({f.version for f in files}, key=_version_key)
+    versions = sorted({f.version for f in files}, key=version_key)
     page: dict[str, Any] = {
         "meta": meta,
         "name": project,
@@ -124,6 +128,7 @@ TEMPLATES = _env = jinja2.Environment(
     lstrip_blocks=True,
     keep_trailing_newline=True,
     undefined=jinja2.StrictUndefined,
+    auto_reload=False,  # a template is read once per process (no stat per page rendered)
 )
 
 
@@ -132,13 +137,51 @@ def render_json(page: Mapping[str, Any]) -> bytes:
 
 
 def render_project_html(page: Mapping[str, Any]) -> bytes:
-    return _env.get_template("project.html").render(page=page).encode("utf-8")
+    """The PEP 503 page of a project detail. Built from strings, every value escaped
+    (``markupsafe.escape``, what the templates' autoescaping does): one is written for each
+    project at every full regeneration, and a template costs several times more."""
+    head = [f'<!DOCTYPE html>\n<html>\n  <head>\n    <meta name="pypi:repository-version" '
+            f'content="{escape(page["meta"]["api-version"])}">\n']
+    head += [f'    <meta name="pypi:tracks" content="{escape(track)}">\n'
+             for track in page["meta"].get("tracks", ())]
+    head += [f'    <meta name="pypi:alternate-locations" content="{escape(location)}">\n'
+             for location in page.get("alternate-locations", ())]
+    status = page.get("project-status")
+    if status:
+        head.append(f'    <meta name="pypi:project-status" content="{escape(status["status"])}">\n')
+        if status.get("reason"):
+            head.append('    <meta name="pypi:project-status-reason" '
+                        f'content="{escape(status["reason"])}">\n')
+    name = escape(page["name"])
+    head.append(f"    <title>Links for {name}</title>\n  </head>\n  <body>\n"
+                f"    <h1>Links for {name}</h1>\n")
+    return "".join([*head, *map(_file_link, page["files"]),
+                    "  </body>\n</html>\n"]).encode("utf-8")
+
+
+def _file_link(f: Mapping[str, Any]) -> str:
+    """One file's line of a project's HTML page (PEP 503, 592, 658, 714, 740)."""
+    sha256 = f["hashes"].get("sha256")
+    link = [f'    <a href="{escape(f["url"])}' + (f'#sha256={escape(sha256)}"' if sha256 else '"')]
+    if f["requires-python"]:
+        link.append(f' data-requires-python="{escape(f["requires-python"])}"')
+    if f["core-metadata"]:
+        metadata = escape(f["core-metadata"]["sha256"])
+        link.append(f' data-core-metadata="sha256={metadata}" '
+                    f'data-dist-info-metadata="sha256={metadata}"')
+    if f["provenance"]:
+        link.append(f' data-provenance="{escape(f["provenance"])}"')
+    yanked = f["yanked"]
+    if isinstance(yanked, str):
+        link.append(f' data-yanked="{escape(yanked)}"')
+    elif yanked:
+        link.append(' data-yanked=""')
+    link.append(f'>{escape(f["filename"])}</a><br>\n')
+    return "".join(link)
 
 
 def render_root_html(page: Mapping[str, Any]) -> bytes:
     # A root listing can hold 100,000 names: join escaped lines instead of a template loop.
-    from markupsafe import escape
-
     names = (escape(p["name"]) for p in page["projects"])
     links = "".join(f'    <a href="{n}/">{n}</a><br>\n' for n in names)
     head = _env.get_template("root.html").render(api_version=page["meta"]["api-version"])

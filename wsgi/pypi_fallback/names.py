@@ -7,6 +7,7 @@ filename is used as a path.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal, NewType
 
@@ -46,6 +47,7 @@ METADATA_SUFFIX = ".metadata"  # PEP 658: <file>.metadata beside each wheel
 COMPANION_SUFFIXES = (METADATA_SUFFIX, ".provenance", ".attestations")
 MAX_DIST_FILENAME_BYTES = MAX_FILENAME_BYTES - max(len(s) for s in COMPANION_SUFFIXES)
 EXTENSIONS = (".whl", ".tar.gz", ".zip")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 DistKind = Literal["wheel", "sdist"]
 
@@ -109,7 +111,7 @@ def check_safe_filename(filename: str) -> None:
             f"room for the files kept beside it, {', '.join(COMPANION_SUFFIXES)}): "
             f"{filename[:40]!r}…"
         )
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in filename):
+    if _CONTROL.search(filename):
         raise InvalidFilename(f"Invalid filename: control character in {filename!r}")
     if "/" in filename or "\\" in filename:
         raise InvalidFilename(f"Invalid filename: path separator in {filename!r}")

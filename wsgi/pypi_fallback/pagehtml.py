@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from markupsafe import Markup, escape
-from packaging.metadata import parse_email
+from packaging.metadata import RawMetadata, parse_email
 
 from .listing import TEMPLATES
 
@@ -52,7 +52,11 @@ def _safe_url(url: str) -> bool:
 def parse_metadata(raw: bytes) -> Metadata:
     """The fields of METADATA / PKG-INFO a page shows (``packaging.metadata``, lenient:
     a field it cannot read is left out, never an error)."""
-    fields, _unparsed = parse_email(raw)
+    return metadata_of(parse_email(raw)[0])
+
+
+def metadata_of(fields: RawMetadata) -> Metadata:
+    """What a page shows of core metadata parsed already (``parse_email``'s fields)."""
     urls: list[tuple[str, str]] = []
     home = fields.get("home_page")
     if home and _safe_url(home):

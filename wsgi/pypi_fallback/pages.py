@@ -28,21 +28,24 @@ next fold read the audit log from its start again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packaging.version import InvalidVersion, Version
+from packaging.metadata import RawMetadata
 
 from . import mirror
 from .archive import inspect_dist
 from .config import Settings
 from .errors import PyPIFallbackError, RecordCorrupt
+from .listing import TEMPLATES, version_key
 from .names import NormalizedName, RepoName, is_normalized_name, parse_dist_filename
 from .pagehtml import (
     PAGES_URL,
@@ -55,6 +58,7 @@ from .pagehtml import (
     RepoRow,
     TrailRow,
     VersionRow,
+    metadata_of,
     parse_metadata,
     render_landing_page,
     render_project_page,
@@ -172,13 +176,6 @@ def _trail(tree: Tree, project: NormalizedName) -> list[AuditEntry]:
 # -- a project page ----------------------------------------------------------------------------
 
 
-def _version_key(version: str) -> tuple[int, Version | str]:
-    try:
-        return (1, Version(version))
-    except InvalidVersion:
-        return (0, version)
-
-
 def _link(url: str) -> str:
     """An upstream file's URL as a page may link it: http(s) or relative, else no link."""
     scheme = url.split(":", 1)[0].lower() if ":" in url.split("/", 1)[0] else ""
@@ -201,39 +198,63 @@ def _detail(entry: AuditEntry) -> str:
     return ""
 
 
+@dataclass
+class Known:
+    """What ``regen-index`` has in hand for the projects of a batch, so that their pages
+    are made without reading or parsing it again: the records it read or wrote (with the
+    bytes of their files, ``ProjectRecord.stored``), the core metadata it parsed (by the
+    distribution's sha256), and the names it claims at its end ("published")."""
+
+    records: dict[tuple[str, str], ProjectRecord] = field(default_factory=dict)
+    parsed: dict[str, RawMetadata] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)
+
+    def record(self, tree: Tree, repo: str, project: NormalizedName) -> ProjectRecord:
+        known = self.records.get((repo, project))
+        return known if known is not None else load_record(tree, repo, project)
+
+    def record_bytes(self, tree: Tree, repo: str, project: NormalizedName) -> bytes | None:
+        known = self.records.get((repo, project))
+        return known.stored if known is not None else _read(tree.record_path(repo, project))
+
+
 def _metadata(settings: Settings, tree: Tree, repo: RepoName, project: NormalizedName,
-              filename: str, rec: FileRecord, writer: Writer) -> bytes | None:
-    """The core metadata of a published file: a wheel's ``.metadata`` beside it, else the
-    copy kept in the state folder, else read from the archive once and kept."""
+              filename: str, rec: FileRecord, writer: Writer, known: Known) -> Metadata | None:
+    """The core metadata of a published file: as parsed by the caller, else a wheel's
+    ``.metadata`` beside it, else the copy kept in the state folder, else read from the
+    archive once and kept."""
+    fields = known.parsed.get(rec.sha256)
+    if fields is not None:
+        return metadata_of(fields)
     path = tree.project_dir(repo, project) / filename
     if rec.metadata_sha256:
         raw = _read(path.with_name(filename + ".metadata"))
         if raw is not None:
-            return raw
+            return parse_metadata(raw)
     kept = _state(tree) / "metadata" / rec.sha256
     raw = _read(kept)
     if raw is not None:
-        return raw
+        return parse_metadata(raw)
     try:
-        raw = inspect_dist(path, parse_dist_filename(filename)).raw
+        meta = inspect_dist(path, parse_dist_filename(filename))
     except (PyPIFallbackError, OSError):
         return None
-    writer.write(kept, raw)
-    return raw
+    writer.write(kept, meta.raw)
+    return metadata_of(meta.fields)
 
 
-def _inputs(settings: Settings, tree: Tree, project: NormalizedName, claim: str | None
-            ) -> tuple[str, dict[str, bytes | None]]:
+def _inputs(settings: Settings, tree: Tree, project: NormalizedName, claim: str | None,
+            known: Known) -> tuple[str, dict[str, bytes | None]]:
     """Everything a project page is made of, as bytes, and their fingerprint."""
     raw: dict[str, bytes | None] = {
-        f"record:{repo}": _read(tree.record_path(repo, project)) for repo in settings.repos}
+        f"record:{repo}": known.record_bytes(tree, repo, project) for repo in settings.repos}
     raw["trail"] = _read(_state(tree) / "trails" / f"{project}.json")
     raw["upstream"] = _read(mirror.listing_path(tree, project))
     if settings.fallback_mode == "cache":
         with contextlib.suppress(FileNotFoundError):
             raw["cached"] = "\n".join(sorted(os.listdir(tree.upstream_dir(project)))
                                       ).encode()
-    h = hashlib.sha256(f"{PAGE_VERSION}\n{settings.url_prefix}\n{claim}\n"
+    h = hashlib.sha256(f"{_renderer()}\n{settings.url_prefix}\n{claim}\n"
                        f"{settings.is_overlay(project)}\n".encode())
     for name, repo in settings.repos.items():
         h.update(f"{name}:{','.join(repo.fallback)}:{','.join(repo.writers)}\n".encode())
@@ -243,13 +264,23 @@ def _inputs(settings: Settings, tree: Tree, project: NormalizedName, claim: str 
     return h.hexdigest(), raw
 
 
+@functools.cache
+def _renderer() -> str:
+    """What renders a page, as a fingerprint: PAGE_VERSION and the template's source (an
+    upgrade that changes the template renders every page again)."""
+    assert TEMPLATES.loader is not None
+    source = TEMPLATES.loader.get_source(TEMPLATES, "page_project.html")[0]
+    return f"{PAGE_VERSION}:{hashlib.sha256(source.encode()).hexdigest()}"
+
+
 Rows = dict[str, dict[str, Any]]  # filename -> the fields of its row on the page
 
 
 def project_view(settings: Settings, tree: Tree, project: NormalizedName,
-                 claim: str | None, writer: Writer) -> ProjectView | None:
+                 claim: str | None, writer: Writer, known: Known
+                 ) -> ProjectView | None:
     """What the page of ``project`` shows; None when nothing was ever published here."""
-    records = {repo: load_record(tree, repo, project) for repo in settings.repos}
+    records = {repo: known.record(tree, repo, project) for repo in settings.repos}
     if not any(r.files or r.tombstones for r in records.values()):
         return None
     trail = _trail(tree, project)
@@ -260,7 +291,7 @@ def project_view(settings: Settings, tree: Tree, project: NormalizedName,
     if public:
         _add_upstream_rows(settings, tree, project, rows)
     versions = _version_rows(rows)
-    latest, metadata = _described(settings, tree, project, rows, versions, writer)
+    latest, metadata = _described(settings, tree, project, rows, versions, writer, known)
     holders = [repo for repo, record in records.items() if record.files]
     install = tuple(Install(repo, f"../../{repo}/", f"{settings.url_prefix}/{repo}/")
                     for repo in settings.repos
@@ -354,33 +385,38 @@ def _version_rows(rows: Rows) -> tuple[VersionRow, ...]:
             upload_time=row["upload_time"], uploader=row["uploader"],
             where=tuple(row["where"]), yanked=row["yanked"], removed=row.get("removed")))
     return tuple(VersionRow(v, tuple(files)) for v, files in
-                 sorted(by_version.items(), key=lambda kv: _version_key(kv[0]), reverse=True))
+                 sorted(by_version.items(), key=lambda kv: version_key(kv[0]), reverse=True))
 
 
 def _described(settings: Settings, tree: Tree, project: NormalizedName, rows: Rows,
-               versions: tuple[VersionRow, ...], writer: Writer) -> tuple[str, Metadata]:
+               versions: tuple[VersionRow, ...], writer: Writer, known: Known
+               ) -> tuple[str, Metadata]:
     """The release the page describes, and its metadata: the newest local release that is
     not yanked (else the newest local one; else the newest listed, without metadata)."""
     live = [r for r in rows.values() if "rec" in r]
-    choice = sorted(live, key=lambda r: (r["yanked"] is None, _version_key(r["version"]),
+    choice = sorted(live, key=lambda r: (r["yanked"] is None, version_key(r["version"]),
                                          r["filename"].endswith(".whl")))
     if not choice:
         return (versions[0].version if versions else ""), Metadata()
     latest = choice[-1]["version"]
     for r in sorted((r for r in live if r["version"] == latest),
                     key=lambda r: not r["filename"].endswith(".whl")):
-        raw = _metadata(settings, tree, r["repo"], project, r["filename"], r["rec"], writer)
-        if raw is not None:
-            return latest, parse_metadata(raw)
+        meta = _metadata(settings, tree, r["repo"], project, r["filename"], r["rec"], writer,
+                         known)
+        if meta is not None:
+            return latest, meta
     return latest, Metadata()
 
 
 def refresh_projects(settings: Settings, projects: Iterable[str], *, force: bool = False,
-                     batch_size: int = 200) -> set[NormalizedName]:
+                     batch_size: int = 200, known: Known | None = None
+                     ) -> set[NormalizedName]:
     """Bring the pages of ``projects`` up to date (after folding in the audit log); return
-    the projects whose search entry changed (for the landing page)."""
+    the projects whose search entry changed (for the landing page). ``known``: what the
+    caller read already (it holds the projects' locks: nothing changed since)."""
     if not settings.pages:
         return set()
+    known = known if known is not None else Known()
     tree = Tree.of(settings)
     fold_audit(tree)
     claims = load_claims(tree)
@@ -393,8 +429,9 @@ def refresh_projects(settings: Settings, projects: Iterable[str], *, force: bool
             for project in chunk:
                 stack.enter_context(locked(tree, f"+page-{project}"))
                 try:
-                    if _refresh_one(settings, tree, project, claims.get(project), writer,
-                                    force):
+                    claim = claims.get(project) or (
+                        "published" if project in known.held else None)
+                    if _refresh_one(settings, tree, project, claim, writer, force, known):
                         changed.add(project)
                 except RecordCorrupt:  # its page stays as it was; regen-index names the file
                     continue
@@ -402,10 +439,10 @@ def refresh_projects(settings: Settings, projects: Iterable[str], *, force: bool
 
 
 def _refresh_one(settings: Settings, tree: Tree, project: NormalizedName, claim: str | None,
-                 writer: Writer, force: bool) -> bool:
+                 writer: Writer, force: bool, known: Known) -> bool:
     state_path = _state(tree) / "projects" / f"{project}.json"
     page = pages_root(settings) / project / "index.html"
-    fingerprint, _raw = _inputs(settings, tree, project, claim)
+    fingerprint, _raw = _inputs(settings, tree, project, claim, known)
     state = _load_json(state_path, {})
     try:
         written = page.stat().st_size > 0  # (empty: a crash before it reached the disk)
@@ -413,7 +450,7 @@ def _refresh_one(settings: Settings, tree: Tree, project: NormalizedName, claim:
         written = False
     if not force and state.get("fingerprint") == fingerprint and written:
         return False
-    view = project_view(settings, tree, project, claim, writer)
+    view = project_view(settings, tree, project, claim, writer, known)
     if view is None:
         if state or page.exists():
             writer.remove(page)
@@ -521,16 +558,20 @@ def refresh(settings: Settings, projects: Iterable[str] | None = None) -> None:
     if not settings.pages:
         return
     if projects is None:
-        tree = Tree.of(settings)
-        names: set[str] = set()
-        for repo in settings.repos:
-            folder = tree.state / "records" / repo
-            if folder.is_dir():
-                names.update(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
-        refresh_projects(settings, names)
+        refresh_projects(settings, recorded_projects(Tree.of(settings), settings.repos))
         refresh_landing(settings, None)
     else:
         refresh_landing(settings, refresh_projects(settings, projects))
+
+
+def recorded_projects(tree: Tree, repos: Iterable[str]) -> set[str]:
+    """The projects with a record in one of ``repos`` (not yet validated)."""
+    names: set[str] = set()
+    for repo in repos:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            names.update(n[:-5] for n in os.listdir(tree.state / "records" / repo)
+                         if n.endswith(".json"))
+    return names
 
 
 class PageRefresher:

@@ -220,6 +220,9 @@ class ProjectRecord:
     listing_html: str | None = None  # sha256 of the index.html written
     status: StatusRecord | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # not part of the record: its file's bytes as this process last read or wrote them
+    # (None: no file), for whoever fingerprints the record without reading it again
+    stored: bytes | None = field(default=None, compare=False, repr=False)
 
     _KNOWN = frozenset(("files", "tombstones", "listing", "listing_html", "status"))
 

@@ -5,6 +5,11 @@
 ``publish_listings`` and ``publish_root`` write what changed. Uploads, the QC commands and
 ``regen-index`` share them, under the same per-project lock. The cache-mode pages under
 ``+upstream`` are kept by ``upstream_pages``.
+
+``regenerate`` works in batches of projects: each batch is scanned and its listings
+written (one durable flush), then its pages for people are made from what the batch read,
+wrote and parsed (``pages.Known``). A full run first skips every project whose stamp
+(``stamps``) is the one the last full run left.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from .config import Settings
 from .errors import RecordCorrupt
 from .listing import TYPE_MAP
 from .names import NormalizedName, RepoName, is_normalized_name
-from .pages import refresh as refresh_pages
+from .pages import Known, fold_audit, recorded_projects, refresh_landing, refresh_projects
 from .policywatch import record_policy
 from .records import ProjectRecord
 from .render import is_public, render_project_listing, render_root_listing
 from .scan import Report, clean_repo_folder, projects_to_visit, reject, scan_project
+from .stamps import load_stamps, project_stamp, run_constants, save_stamps
 from .storage import (
     LISTING_FILES,
     Batch,
@@ -36,6 +42,7 @@ from .storage import (
     Undo,
     Writer,
     add_claims,
+    load_claims,
     load_record,
     locked,
     regular_bytes,
@@ -85,18 +92,22 @@ def publish_listings(settings: Settings, tree: Tree, project: NormalizedName,
             continue
         listed = os.path.exists(os.path.join(folder, "index.v1_json"))
         if record.listing == page.fingerprint and listed and \
+                record.listing_html == page.html_fingerprint and \
                 listing_intact(settings.root, folder, page.body, record.listing_html):
-            continue
+            continue  # (the HTML compared too: an upgrade may render it otherwise)
         if not listed:
             roots_changed.add(repo)
         for name in LISTING_FILES:  # what this program did not write goes, links included
-            path = folder / name
-            if os.path.islink(path) or (path.exists() and not path.is_file()):
-                reject(tree, repo, path, f"{name!r} is not a listing this program wrote",
-                       report)
+            try:
+                mode = os.lstat(os.path.join(folder, name)).st_mode
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(mode):
+                reject(tree, repo, folder / name,
+                       f"{name!r} is not a listing this program wrote", report)
         write_listing(writer, settings.root, folder, page.body, page.html, TYPE_MAP)
         record.listing = page.fingerprint
-        record.listing_html = hashlib.sha256(page.html).hexdigest()
+        record.listing_html = page.html_fingerprint
         _changed(tree, repo, project, record, writer, dirty)
         report.listings += 1
         if admitted is not None and admitted.exceptions and page.offers_files:
@@ -240,21 +251,49 @@ def regenerate(settings: Settings, repos: Sequence[RepoName] | None = None,
     roots: set[RepoName] = set()
     held: set[NormalizedName] = set()
     upstream_url = upstream_url_once(settings)
+    searched: set[NormalizedName] = set()  # projects whose search entry may have changed
+    # a full run skips the projects whose stamp is unchanged (stamps.py)
+    full_run = not names and set(scan_repos) == set(settings.repos)
+    if full_run and settings.pages:
+        fold_audit(tree)  # the trails, which stamps cover, as of now
+    stamps = load_stamps(tree, run_constants(settings, tree)) if full_run else {}
+    incremental = bool(stamps)  # the last full run completed, under the same constants
+    claims = load_claims(tree) if full_run else {}
     for start in range(0, len(projects), batch_size):
         chunk = projects[start:start + batch_size]
+        todo = [p for p in chunk if stamps.get(p) is None
+                or stamps[p] != project_stamp(settings, tree, p, claims.get(p))]
+        searched.update(todo)
+        stamps.update(dict.fromkeys(todo, ""))  # "": not (yet) brought up to date
         writer = Batch(settings.root)
+        known = Known()
+        private: set[NormalizedName] = set()  # projects done whose listings are local only
         with contextlib.ExitStack() as stack:
-            for project in chunk:
+            for project in todo:
                 stack.enter_context(locked(tree, project))
+                errors = len(report.errors)
                 try:
-                    _regenerate_project(settings, tree, project, scan_repos, render_repos,
-                                        writer, report, roots, held, upstream_url)
+                    if _regenerate_project(settings, tree, project, scan_repos, render_repos,
+                                           writer, report, roots, held, upstream_url, known):
+                        private.add(project)
                 except (OSError, ValueError, RecordCorrupt) as exc:  # the rest goes on
                     report.skipped(project, exc)
+                    known.records = {k: r for k, r in known.records.items() if k[1] != project}
+                if len(report.errors) > errors:
+                    private.discard(project)  # something was skipped: never stamped
             try:
                 writer.flush()
             except OSError as exc:
                 report.skipped(f"{chunk[0]}…{chunk[-1]}", exc)
+                known, private = Known(), set()  # not written: the pages read what is on disk
+            # pages for people (pages.py), from what this batch read, wrote and parsed,
+            # under the projects' locks (an upload's page is made after, not before)
+            known.held = {p for p in todo if p in held}
+            searched |= refresh_projects(settings, todo, known=known)
+            if full_run:
+                for project in private:
+                    claim = claims.get(project) or ("published" if project in held else None)
+                    stamps[project] = project_stamp(settings, tree, project, claim)
         report.projects += len(chunk)
         if progress:
             progress(start + len(chunk), len(projects))
@@ -269,7 +308,18 @@ def regenerate(settings: Settings, repos: Sequence[RepoName] | None = None,
     add_claims(tree, {p: "published" for p in held}, fold=not names)
     for repo in scan_repos:
         clean_repo_folder(tree, repo, report)
-    refresh_pages(settings, projects if names else None)  # pages for people (pages.py)
+    if names:
+        refresh_landing(settings, searched)
+    else:  # every page: those of records no folder holds any more too, then the landing
+        searched |= refresh_projects(
+            settings, set(recorded_projects(tree, settings.repos)) - set(projects))
+        # from every page's entry; or, after a complete full run, the entries of the
+        # projects visited (the others' are as that run left them)
+        refresh_landing(settings, searched if incremental else None)
+    if full_run:
+        with contextlib.suppress(OSError):
+            save_stamps(tree, run_constants(settings, tree),
+                        {p: s for p, s in stamps.items() if s}, projects)
     write_status(tree, report)
     return report
 
@@ -278,20 +328,27 @@ def _regenerate_project(settings: Settings, tree: Tree, project: NormalizedName,
                         scan_repos: Sequence[RepoName], render_repos: Sequence[RepoName],
                         writer: Batch,
                         report: Report, roots: set[RepoName], held: set[NormalizedName],
-                        upstream_url: Callable[[], str]) -> None:
+                        upstream_url: Callable[[], str], known: Known) -> bool:
+    """One project's scan and listings; whether its listings are local only (no upstream
+    files merged: they do not change with time)."""
     records: Records = {}
     dirty: set[RepoName] = set()
     for repo in scan_repos:
         record = _record(tree, repo, project, records)
-        if scan_project(tree, repo, project, record, writer, report):
+        if scan_project(tree, repo, project, record, writer, report, known.parsed):
             dirty.add(repo)
     roots |= publish_listings(settings, tree, project, render_repos, records, writer, report,
                               dirty, upstream_url)
     for repo in dirty:
-        writer.write(tree.record_path(repo, project), records[(repo, project)].dump())
-    if any(rec.files for rec in records.values()) and \
-            not is_public(settings, project, records.values()):
+        record = records[(repo, project)]
+        record.stored = record.dump()
+        writer.write(tree.record_path(repo, project), record.stored)
+    public = is_public(settings, project, records.values())
+    if any(rec.files for rec in records.values()) and not public:
         held.add(project)
+    for key, record in records.items():
+        known.records[key] = record
+    return not public
 
 
 def write_status(tree: Tree, report: Report) -> None:

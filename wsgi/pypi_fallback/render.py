@@ -44,10 +44,15 @@ class Page:
         return render_root_html(self.data) if self.kind == "root" \
             else render_project_html(self.data)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """What a record keeps to know its listing is unchanged: the JSON's sha256."""
         return hashlib.sha256(self.body).hexdigest()
+
+    @functools.cached_property
+    def html_fingerprint(self) -> str:
+        """The sha256 of the HTML (kept in the record too)."""
+        return hashlib.sha256(self.html).hexdigest()
 
     @property
     def offers_files(self) -> bool:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from packaging.metadata import RawMetadata
+
 from .archive import inspect_dist
 from .errors import InvalidArchive, InvalidFilename, MetadataMismatch
 from .names import (
@@ -35,12 +37,14 @@ from .storage import (
     discard,
     is_stale_tmp,
     quarantine,
-    read_hashed,
+    read_hashed_stat,
     regular_bytes,
     utc_timestamp,
 )
 
 INSPECT_IN_MEMORY = 64 * 1024 * 1024  # a new file up to this size is read from disk once
+
+Parsed = dict[str, RawMetadata]  # a distribution's sha256 -> its core metadata, parsed
 
 
 @dataclass
@@ -66,11 +70,12 @@ class Report:
 
 
 def scan_project(tree: Tree, repo: RepoName, project: NormalizedName, record: ProjectRecord,
-                 writer: Writer, report: Report) -> bool:
+                 writer: Writer, report: Report, parsed: Parsed | None = None) -> bool:
     """Bring ``record`` in line with the project folder; return whether it changed.
 
     New or changed files are validated; invalid ones go to quarantine with a reason.
-    Files gone from disk become tombstones: their names are never reused.
+    Files gone from disk become tombstones: their names are never reused. ``parsed``
+    receives the core metadata of each file opened (by its sha256), for the pages.
     """
     folder = tree.project_dir(repo, project)
     files = record.files
@@ -96,7 +101,7 @@ def scan_project(tree: Tree, repo: RepoName, project: NormalizedName, record: Pr
     for entry in entries:
         try:
             if _scan_entry(tree, repo, project, record, entry, undone, present,
-                           metadata_files, now, writer, report):
+                           metadata_files, now, writer, report, parsed):
                 changed = True
         except (OSError, ValueError) as exc:
             report.skipped(f"{repo}/{project}/{entry.name}", exc)
@@ -153,8 +158,8 @@ def _check_sidecar(tree: Tree, repo: RepoName, folder: Path, files: dict[str, Fi
 
 def _scan_entry(tree: Tree, repo: RepoName, project: NormalizedName, record: ProjectRecord,
                 entry: os.DirEntry[str], undone: list[str], present: set[str],
-                metadata_files: list[str], now: float, writer: Writer, report: Report
-                ) -> bool:
+                metadata_files: list[str], now: float, writer: Writer, report: Report,
+                parsed: Parsed | None = None) -> bool:
     """One entry of a project folder; returns whether the record changed."""
     files = record.files
     name = entry.name
@@ -182,7 +187,7 @@ def _scan_entry(tree: Tree, repo: RepoName, project: NormalizedName, record: Pro
         return False
     path = Path(entry.path)
     try:
-        rec = _validate_new_file(tree, repo, project, path, known, record, writer)
+        rec = _validate_new_file(tree, repo, project, path, known, record, writer, parsed)
     except (InvalidFilename, InvalidArchive, MetadataMismatch) as exc:
         reject(tree, repo, path, str(exc), report)
         if known:
@@ -208,28 +213,29 @@ def _tombstone(record: ProjectRecord, name: str, why: str) -> None:
 
 def _validate_new_file(tree: Tree, repo: RepoName, project: NormalizedName, path: Path,
                        known: FileRecord | None, record: ProjectRecord,
-                       writer: Writer) -> FileRecord:
+                       writer: Writer, parsed: Parsed | None = None) -> FileRecord:
     dist = parse_dist_filename(path.name)
     if dist.project != project:
         raise InvalidFilename(
             f"{path.name!r} belongs to project {dist.project!r}, not in folder {project!r}"
         )
-    sha256, data = read_hashed(path, INSPECT_IN_MEMORY)  # read once: hashed, then inspected
+    # read once: hashed, then inspected; its stat as read
+    sha256, data, st = read_hashed_stat(path, INSPECT_IN_MEMORY)
     if known:
         if known.sha256 != sha256:
             raise InvalidFilename(f"{path.name!r} was published with other bytes; never replaced")
-        st = path.stat()
         return replace(known, size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
     if path.name in record.tombstones:
         raise InvalidFilename(f"{path.name!r} was removed before; a filename is never reused")
     meta = inspect_dist(path, dist, data)
+    if parsed is not None:
+        parsed[sha256] = meta.fields
     metadata_sha256 = None
     if dist.kind == "wheel":
         writer.write(path.with_name(path.name + ".metadata"), meta.raw)
         metadata_sha256 = hashlib.sha256(meta.raw).hexdigest()
     # when the file entered this repository: its ctime (set by the copy or rename that put
     # it here; scp -p keeps an older mtime, never an older ctime)
-    st = path.stat()
     return FileRecord.of_file(st, sha256, str(dist.version), utc_timestamp(st.st_ctime),
                               meta.requires_python, metadata_sha256)
 

@@ -15,6 +15,7 @@ import errno
 import fcntl
 import functools
 import hashlib
+import itertools
 import json
 import os
 import secrets
@@ -120,7 +121,7 @@ def install_checked(output: Path, data: bytes, check: Callable[[Path], str | Non
                     ) -> str | None:
     """Write ``output`` atomically and durably, if ``check`` (given the new file) finds no
     problem; else leave it as it was and return the problem."""
-    tmp = _write_tmp(output, data, durable=True)
+    tmp = Path(_write_tmp(output, data, durable=True))
     try:
         problem = check(tmp)
         if problem:
@@ -174,11 +175,36 @@ def regular_bytes(path: str) -> bytes:
         os.close(fd)
 
 
-def _write_tmp(final: Path, data: bytes, durable: bool) -> Path:
-    tmp, fd = create_tmp(final)
+_counter = itertools.count()
+
+
+def _unique() -> str:
+    """A part of a temporary name no other file of this process has: a random token drawn
+    once per process (per pid: a forked child draws its own), then a counter."""
+    return f"{_process_token(os.getpid())}{next(_counter):x}"
+
+
+@functools.cache
+def _process_token(pid: int) -> str:
+    return secrets.token_hex(4)
+
+
+def _write_tmp(final: Path, data: bytes, durable: bool) -> str:
+    """``data`` in a new temporary file beside ``final`` (``create_tmp``'s name, its
+    folders made as needed); its path. Plain system calls: this runs once per file
+    written, a hundred thousand times in a full regeneration."""
+    head, name = os.path.split(os.fspath(final))
+    tmp = f"{head}/{f'{TMP_PREFIX}{os.getpid()}-{_unique()}-{name}'[:250]}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     try:
-        with os.fdopen(fd, "wb", closefd=False) as f:
-            f.write(data)
+        fd = os.open(tmp, flags, 0o644)
+    except FileNotFoundError:
+        os.makedirs(head, exist_ok=True)
+        fd = os.open(tmp, flags, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
         if durable:
             os.fsync(fd)
     except BaseException:
@@ -232,7 +258,7 @@ class Deferred(Writer):
 
     def __init__(self) -> None:
         # (what, path, target): "replace" a temporary file into place, "remove" path, "link"
-        self.pending: list[tuple[str, Path, Path | None]] = []
+        self.pending: list[tuple[str, str | Path, Path | None]] = []
 
     def write(self, path: Path, data: bytes) -> None:
         self.pending.append(("replace", _write_tmp(path, data, durable=False), path))
@@ -243,9 +269,9 @@ class Deferred(Writer):
     def link(self, src: Path, dst: Path) -> None:
         self.pending.append(("link", src, dst))
 
-    def _apply(self) -> set[Path]:
+    def _apply(self) -> set[str]:
         """Rename, link and remove as noted, in order; the folders touched."""
-        folders: set[Path] = set()
+        folders: set[str] = set()
         for what, path, target in self.pending:
             if what == "replace" and target is not None:
                 os.replace(path, target)
@@ -255,7 +281,7 @@ class Deferred(Writer):
             else:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
-            folders.add((target or path).parent)
+            folders.add(os.path.dirname(target or path))
         return folders
 
     def discard(self) -> None:
@@ -283,7 +309,7 @@ class FolderWriter(Deferred):
                     finally:
                         os.close(fd)
             for folder in sorted(self._apply()):
-                fsync_dir(folder)
+                fsync_dir(Path(folder))
         finally:
             self.discard()
 
@@ -508,18 +534,47 @@ def sha256_file(path: Path, chunk: int = 1024 * 1024) -> str:
 def read_hashed(path: Path, keep: int, chunk: int = 1024 * 1024) -> tuple[str, bytes | None]:
     """The file's sha256, hashed while reading it once, and its bytes when it is at most
     ``keep`` bytes long (None otherwise): what is read to be hashed need not be read again."""
+    sha256, data, _st = read_hashed_stat(path, keep, chunk)
+    return sha256, data
+
+
+def read_hashed_stat(path: Path, keep: int, chunk: int = 1024 * 1024
+                     ) -> tuple[str, bytes | None, os.stat_result]:
+    """``read_hashed``, and the file's ``stat`` once read (a symlink raises OSError)."""
     h = hashlib.sha256()
     blocks: list[bytes] | None = []
     size = 0
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        while block := os.read(fd, chunk):
             h.update(block)
             size += len(block)
             if blocks is not None and size <= keep:
                 blocks.append(block)
             else:
                 blocks = None
-    return h.hexdigest(), None if blocks is None else b"".join(blocks)
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return h.hexdigest(), None if blocks is None else b"".join(blocks), st
+
+
+_known_bytes: dict[str, tuple[tuple[int, ...], bytes]] = {}
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """The file at ``path`` holds ``data``; read again only when its identity changed
+    (a listing is written beside each project; they all share one type map)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    known = _known_bytes.get(str(path))
+    if known is None or known[0] != key:
+        known = (key, path.read_bytes())
+        _known_bytes[str(path)] = known
+    return known[1] == data
 
 
 def write_listing(writer: Writer, root: Path, folder: Path, body_json: bytes,
@@ -529,7 +584,7 @@ def write_listing(writer: Writer, root: Path, folder: Path, body_json: bytes,
     writer.write(folder / "index.v1_json", body_json)
     writer.write(folder / "index.html", body_html)
     shared = root / ".index.var"
-    if not shared.exists() or shared.read_bytes() != type_map:
+    if not _holds(shared, type_map):
         Writer().write(shared, type_map)
     try:
         if os.lstat(folder / "index.var").st_ino == os.lstat(shared).st_ino:
@@ -687,11 +742,13 @@ def load_record(tree: Tree, repo: str, project: NormalizedName) -> ProjectRecord
     except FileNotFoundError:
         return ProjectRecord()
     try:
-        return ProjectRecord.from_json(json.loads(data))
+        record = ProjectRecord.from_json(json.loads(data))
     except ValueError as exc:  # not JSON (or not UTF-8)
         raise RecordCorrupt(f"{path}: not a record: {exc}") from None
     except RecordCorrupt as exc:
         raise RecordCorrupt(f"{path}: {exc}") from None
+    record.stored = data
+    return record
 
 
 # -- claims: names that never fall back upstream (the format: records.Claim) -------------------
