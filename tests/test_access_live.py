@@ -366,3 +366,29 @@ def test_no_password_can_read_as_a_token(restricted: tuple[Deployment, Path]) ->
     finally:
         htpasswd.write_bytes(saved[0])
         htgroups.write_bytes(saved[1])
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="redteam finding: Require wsgi-group (groups_for_user) "
+                   "checks only that the token is usable and for this repository, not that "
+                   "its owner is still a writer, so a departed owner's token keeps reading")
+def test_a_token_stops_reading_when_its_owner_leaves_the_writers(
+        restricted: tuple[Deployment, Path]) -> None:
+    """README: with htpasswd "a token stops working as soon as its owner leaves the writer
+    groups". Its uploads stop (the app checks); its reads of a restricted repository must
+    stop too, or a token of someone who left keeps downloading the private packages."""
+    d, _ = restricted
+    made = token(d, "create", "--user", "bob", "--repo", "dev")
+    assert made.returncode == 0, made.stderr
+    auth = {**JSON, **basic("__token__", made.stdout.strip())}
+    assert raw_get(d.origin, "/pypi/dev/beta/", auth)[0] == 200
+    htgroups = d.home / "htgroups"
+    saved = htgroups.read_bytes()
+    try:
+        htgroups.write_text(saved.decode().replace(" bob", ""))  # bob leaves developers
+        assert "bob" not in htgroups.read_text()
+        for path in ("/pypi/dev/beta/", "/pypi/dev/beta/beta-1.0-py3-none-any.whl"):
+            status, _, body = raw_get(d.origin, path, auth)
+            assert status in (401, 403) and b"beta-1.0" not in body, (path, status)
+    finally:
+        htgroups.write_bytes(saved)
