@@ -366,3 +366,70 @@ def test_no_password_can_read_as_a_token(restricted: tuple[Deployment, Path]) ->
     finally:
         htpasswd.write_bytes(saved[0])
         htgroups.write_bytes(saved[1])
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="redteam finding: Require wsgi-group (groups_for_user) "
+                   "checks only that the token is usable and for this repository, not that "
+                   "its owner is still a writer, so a departed owner's token keeps reading")
+def test_a_token_stops_reading_when_its_owner_leaves_the_writers(
+        restricted: tuple[Deployment, Path]) -> None:
+    """README: with htpasswd "a token stops working as soon as its owner leaves the writer
+    groups". Its uploads stop (the app checks); its reads of a restricted repository must
+    stop too, or a token of someone who left keeps downloading the private packages."""
+    d, _ = restricted
+    made = token(d, "create", "--user", "bob", "--repo", "dev")
+    assert made.returncode == 0, made.stderr
+    auth = {**JSON, **basic("__token__", made.stdout.strip())}
+    assert raw_get(d.origin, "/pypi/dev/beta/", auth)[0] == 200
+    htgroups = d.home / "htgroups"
+    saved = htgroups.read_bytes()
+    try:
+        htgroups.write_text(saved.decode().replace(" bob", ""))  # bob leaves developers
+        assert "bob" not in htgroups.read_text()
+        for path in ("/pypi/dev/beta/", "/pypi/dev/beta/beta-1.0-py3-none-any.whl"):
+            status, _, body = raw_get(d.origin, path, auth)
+            assert status in (401, 403) and b"beta-1.0" not in body, (path, status)
+    finally:
+        htgroups.write_bytes(saved)
+
+
+def apache_children_rss_kib(d: Deployment) -> dict[int, int]:
+    """VmRSS of each of this Apache's own processes (its children, not the app's daemon)."""
+    parent = (d.home / "run" / "httpd.pid").read_text().strip()
+    found = subprocess.run(["pgrep", "-P", parent], capture_output=True, text=True,
+                           timeout=10).stdout.split()
+    sizes = {}
+    for pid in found:
+        try:
+            if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"/usr/sbin/apache2"):
+                continue  # the mod_wsgi daemons rename themselves (wsgi:…)
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        sizes[int(pid)] = next(int(line.split()[1]) for line in status.splitlines()
+                               if line.startswith("VmRSS:"))
+    return sizes
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="redteam finding: the token provider is asked for every user name "
+                   "the password file lacks, not only for __token__, so a typo or any "
+                   "client with made-up credentials loads Python into every Apache process")
+def test_a_user_name_nobody_has_loads_no_python_into_apache(empty_upstream: FakeUpstream
+                                                            ) -> None:
+    """README: "Apache's processes load the token provider only when a token is used"
+    (about 8 MiB each). A wrong user name is no token: Apache's processes stay as small as
+    with a person's own password."""
+    with deployed(empty_upstream) as d:
+        for _ in range(40):  # a person's refused uploads: every Apache process sees some
+            assert raw_get(d.origin, "/pypi/dev/", basic("alice", USERS["alice"]),
+                           method="POST")[0] == 400
+        before = apache_children_rss_kib(d)
+        assert before
+        for _ in range(40):
+            assert raw_get(d.origin, "/pypi/dev/", basic("mallory", "guess"),
+                           method="POST")[0] == 401
+        after = apache_children_rss_kib(d)
+        grown = {pid: after[pid] - size for pid, size in before.items() if pid in after}
+        assert grown and max(grown.values()) < 4096, f"KiB grown per process: {grown}"

@@ -177,3 +177,51 @@ def test_an_overlay_listing_follows_the_upstream(tmp_path: Path) -> None:
             assert versions(url) == ["1.0", "1.0+local", "2.0"]
             status, headers, _ = raw_get(url, headers=JSON)
             assert status == 200 and "ETag" in headers
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="redteam finding: without an overlay policy (redirect mode) a "
+                   "pinned listing's +refresh runs in the upload daemon, and every request "
+                   "for it waits on the project's revalidation lock while the upstream "
+                   "hangs: a burst of readers takes all 16 threads from uploads and +health")
+def test_a_hanging_upstream_leaves_health_its_threads_with_pinned_files(tmp_path: Path
+                                                                        ) -> None:
+    """Redirect mode, no overlay policy (so no fills' daemon), a file pinned into stable:
+    its listing merges the upstream's and is revalidated when its stamps run out. A CI farm
+    reading it while the upstream hangs must not take the threads +health and uploads
+    need (the fills' daemon exists for that in the other configs)."""
+    import hashlib
+    import threading
+
+    from helpers import run
+
+    with running_upstream() as up:
+        data = wheel_bytes("six", "1.16.0")
+        up.add("six", wheel_name("six", "1.16.0"), data)
+        with deployed(up, ttl=TTL) as site:
+            assert "pypi-fallback-fill" not in (site.home / "pypi-fallback.conf").read_text()
+            pins = tmp_path / "requirements.txt"
+            pins.write_text(f"six==1.16.0 --hash=sha256:{hashlib.sha256(data).hexdigest()}\n")
+            run("pin", "-r", str(pins), "--to", "stable", config=site.settings.source)
+            url = site.url("stable") + "six/"
+            assert versions(url) == ["1.16.0"]
+            up.fault = "hang"  # upstream.timeout (2 s here, 10 s by default) per request
+            time.sleep(TTL + 0.5)  # the copy is stale
+            shutil.rmtree(site.settings.state / "fresh" / "six")  # its stamps ran out
+            statuses: list[int] = []
+            readers = [threading.Thread(target=lambda: statuses.append(
+                raw_get(url, headers=JSON)[0])) for _ in range(20)]
+            try:
+                for reader in readers:
+                    reader.start()
+                time.sleep(0.1)
+                started = time.monotonic()
+                status, _, body = raw_get(site.origin, "/pypi/+health")
+                waited = time.monotonic() - started
+            finally:
+                for reader in readers:
+                    reader.join(30)
+                up.release()
+            assert statuses == [200] * 20  # the last good copy, as ever
+            assert status == 200, body
+            assert waited < 1.0, f"+health waited {waited:.1f} s for the upstream"
