@@ -179,11 +179,6 @@ def test_an_overlay_listing_follows_the_upstream(tmp_path: Path) -> None:
             assert status == 200 and "ETag" in headers
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="redteam finding: without an overlay policy (redirect mode) a "
-                   "pinned listing's +refresh runs in the upload daemon, and every request "
-                   "for it waits on the project's revalidation lock while the upstream "
-                   "hangs: a burst of readers takes all 16 threads from uploads and +health")
 def test_a_hanging_upstream_leaves_health_its_threads_with_pinned_files(tmp_path: Path
                                                                         ) -> None:
     """Redirect mode, no overlay policy (so no fills' daemon), a file pinned into stable:

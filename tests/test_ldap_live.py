@@ -112,11 +112,6 @@ def test_tokens_with_a_directory(ldap_deployment: tuple[Deployment, Directory],
     assert done.returncode != 0 and "403" in done.stdout + done.stderr
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="redteam finding: with [ldap] the directory is asked "
-                   "before the token provider (AuthBasicProvider ldap wsgi), and "
-                   "mod_authnz_ldap answers an unreachable directory with a 500, not 'user "
-                   "not found': tokens stop working whenever the directory is down")
 def test_tokens_work_while_the_directory_is_down(empty_upstream: FakeUpstream,
                                                  tmp_path: Path) -> None:
     """A token replaces a person's password in a pipeline and is checked against the

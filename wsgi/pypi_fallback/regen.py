@@ -370,17 +370,24 @@ def refresh_overlay(settings: Settings, upstream: Callable[[], Upstream], repo: 
     """A local listing that merges the upstream's files (``+refresh``: its freshness stamp
     ran out): the upstream's listing revalidated, the project's listings rebuilt if it
     changed, stamped fresh. Anything else (a claimed name, no listing in ``repo``) is left
-    as it is, for Apache to answer."""
+    as it is, for Apache to answer. While one request revalidates a project, the others
+    are answered at once with the listing on disk: a hanging upstream holds one thread per
+    project, never every thread of the daemon."""
     tree = Tree.of(settings)
     cached = mirror.load_listing(tree, project)
     if mirror.is_claimed(settings, project) or cached is None or not cached.found or \
             not (tree.project_dir(repo, project) / "index.v1_json").exists():
         return
-    with revalidation_lock(project):
+    lock = revalidation_lock(project)
+    if not lock.acquire(blocking=False):
+        return
+    try:
         listing = mirror.get_listing(settings, upstream(), project)
         if (listing.files, listing.versions) != (cached.files, cached.versions):
             regenerate(settings, names=[project])
         mirror.stamp_fresh(settings, listing)
+    finally:
+        lock.release()
 
 
 def apply_policy(settings: Settings) -> Report:
