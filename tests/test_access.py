@@ -122,34 +122,48 @@ def test_bad_durations(text: str) -> None:
         parse_duration(text)
 
 
-def provider(settings_state: Path, user: str, password: str) -> object:
-    environ = {"mod_wsgi.application_group": f"{AUTH_GROUP}:{settings_state}"}
+def provider(named: Path, user: str, password: str) -> object:
+    environ = {"mod_wsgi.application_group": f"{AUTH_GROUP}:{named}"}
     return check_password(environ, user, password)
 
 
 def test_the_apache_provider(tmp_path: Path) -> None:
     settings = load_settings(write_config(tmp_path))
     made = create_token(settings, "alice", "dev", "acme", 3600, "root", now=1000.0)
-    state = settings.state
+    named = settings.source  # the drop-in names its config
     # now is later than the token's expiry: the wall clock is far past 1000 + 3600
-    assert provider(state, "__token__", made.text) is False
+    assert provider(named, "__token__", made.text) is False
     made = create_token(settings, "alice", "dev", None, None, "root")
-    assert provider(state, "__token__", made.text) == REMOTE_PREFIX + made.token.id
-    assert provider(state, "alice", made.text) is None  # not a token: the next provider
-    environ = {"mod_wsgi.application_group": f"{AUTH_GROUP}:{state}"}
+    assert provider(named, "__token__", made.text) == REMOTE_PREFIX + made.token.id
+    assert provider(named, "alice", made.text) is None  # not a token: the next provider
+    environ = {"mod_wsgi.application_group": f"{AUTH_GROUP}:{named}"}
     assert groups_for_user(environ, REMOTE_PREFIX + made.token.id) == [f"{TOKEN_GROUP}:dev"]
     assert groups_for_user({}, REMOTE_PREFIX + made.token.id) == []  # no store named
     assert groups_for_user(environ, "alice") == []
     assert groups_for_user(environ, "__token__") == []
-    assert provider(state, "__token__", made.text + "x") is False
-    assert provider(state, "__token__", "alice-pw") is False
+    assert provider(named, "__token__", made.text + "x") is False
+    assert provider(named, "__token__", "alice-pw") is False
     assert check_password({}, "__token__", made.text) is False  # no store named: nothing
     revoke_token(settings, made.token.id, "root")
-    assert provider(state, "__token__", made.text) is False
+    assert provider(named, "__token__", made.text) is False
     assert groups_for_user(environ, REMOTE_PREFIX + made.token.id) == []
-    stored = parse_store(store_path(state).read_bytes())
+    stored = parse_store(store_path(settings.state).read_bytes())
     assert stored[made.token.id].revoked is not None
-    assert made.text.split("_", 2)[2] not in store_path(state).read_text()
+    assert made.text.split("_", 2)[2] not in store_path(settings.state).read_text()
+    # a drop-in of an older version names the state folder: its store, as before
+    again = create_token(settings, "alice", "dev", None, None, "root")
+    assert provider(settings.state, "__token__", again.text) == REMOTE_PREFIX + again.token.id
+    # the owner leaves the writer groups: the token reads nothing restricted any more (an
+    # upload is refused by the app, which says why)
+    environ = {"mod_wsgi.application_group": f"{AUTH_GROUP}:{named}"}
+    assert groups_for_user(environ, REMOTE_PREFIX + again.token.id) == [f"{TOKEN_GROUP}:dev"]
+    settings.htgroups.write_text(settings.htgroups.read_text().replace("alice", "zed"))
+    assert groups_for_user(environ, REMOTE_PREFIX + again.token.id) == []
+    # a config the provider cannot read accepts no token (fail closed)
+    named.write_text("[server\n")
+    settings.htgroups.write_text(settings.htgroups.read_text().replace("zed", "alice"))
+    assert provider(named, "__token__", again.text) is False
+    assert groups_for_user(environ, REMOTE_PREFIX + again.token.id) == []
 
 
 def test_tokens_only_for_writers_and_known_things(tmp_path: Path) -> None:

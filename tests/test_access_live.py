@@ -367,10 +367,6 @@ def test_no_password_can_read_as_a_token(restricted: tuple[Deployment, Path]) ->
         htgroups.write_bytes(saved[1])
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="redteam finding: Require wsgi-group (groups_for_user) "
-                   "checks only that the token is usable and for this repository, not that "
-                   "its owner is still a writer, so a departed owner's token keeps reading")
 def test_a_token_stops_reading_when_its_owner_leaves_the_writers(
         restricted: tuple[Deployment, Path]) -> None:
     """README: with htpasswd "a token stops working as soon as its owner leaves the writer

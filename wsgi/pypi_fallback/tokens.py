@@ -7,7 +7,8 @@ authenticates a token through mod_wsgi's ``WSGIAuthUserScript`` (``wsgi/pypi_fal
 .wsgi`` calls ``check_password`` below), which names the request's user
 ``__token__:<id>``: a colon is in no htpasswd or Basic-auth user name, so no password can
 pose as a token. The app then reads the same store for the token's owner and scope. This
-module uses the standard library only: it runs inside Apache's own processes too.
+module imports the standard library only: it runs inside Apache's own processes too, where
+the config's modules are loaded only by a request that sends a token.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -155,30 +156,84 @@ class TokenStore:
 
 # -- the Apache side: mod_wsgi's authentication provider --------------------------------------
 
-_stores: dict[str, TokenStore] = {}
-_stores_lock = threading.Lock()
+@dataclass(frozen=True)
+class _Deployment:
+    """What the provider knows of the deployment that named it: the token store, and
+    whether a token's owner is still a writer of its repository."""
+    store: TokenStore
+    owner_may_write: Callable[[Token], bool]
 
 
-def _store_for(state: str) -> TokenStore:
-    with _stores_lock:
-        store = _stores.get(state)
-        if store is None:
-            store = _stores[state] = TokenStore(store_path(Path(state)))
-        return store
+_deployments: dict[str, tuple[tuple[int, int] | None, _Deployment]] = {}
+_deployments_lock = threading.Lock()
+
+
+def _deployment_of(environ: dict[str, Any]) -> _Deployment | None:
+    """The deployment the drop-in named in the provider's interpreter name
+    (``application-group=pypi-fallback-auth:<config file>``; mod_wsgi gives an auth
+    provider no request variables): its config, read again when it changes. A state
+    folder in that place (a drop-in written by an older version) gives its store, with no
+    check of the owner. Nothing usable (unreadable or broken config): None, and no token
+    is accepted."""
+    kind, _, name = str(environ.get("mod_wsgi.application_group", "")).partition(":")
+    if kind != AUTH_GROUP or not name.startswith("/"):
+        return None
+    try:
+        st = os.stat(name)
+    except OSError:
+        return None
+    key = None if os.path.isdir(name) else (st.st_mtime_ns, st.st_size)
+    with _deployments_lock:
+        known = _deployments.get(name)
+        if known is not None and known[0] == key:
+            return known[1]
+        if key is None:
+            found = _Deployment(TokenStore(store_path(Path(name))), lambda token: True)
+        else:
+            made = _deployment_from_config(name)
+            if made is None:
+                return None
+            found = made
+        _deployments[name] = (key, found)
+        return found
+
+
+def _deployment_from_config(path: str) -> _Deployment | None:
+    # imported here: only a request that sends a token loads the config's modules
+    from .auth import GroupFile
+    from .config import load_settings
+    from .errors import ConfigError
+    from .names import RepoName
+
+    try:
+        settings = load_settings(path, check_paths=False)
+    except (ConfigError, OSError):
+        return None
+    if settings.ldap is not None:
+        # the token commands do not ask the directory: revoking stops a token (README)
+        return _Deployment(TokenStore(store_path(settings.state)), lambda token: True)
+    groups = GroupFile(settings.htgroups)
+
+    def owner_may_write(token: Token) -> bool:
+        repo = settings.repos.get(RepoName(token.repo))
+        return repo is not None and groups.is_member(token.owner, repo.writers)
+
+    return _Deployment(TokenStore(store_path(settings.state)), owner_may_write)
 
 
 def check_password(environ: dict[str, Any], user: str, password: str) -> bool | str | None:
     """mod_wsgi's Basic auth provider: None for anyone but ``__token__`` (the next provider,
     htpasswd or LDAP, decides), False for a bad, revoked or expired token, else the user
-    name ``__token__:<id>``. Which store: see ``_state_of``; without one, nothing is
-    accepted."""
+    name ``__token__:<id>`` (an upload is then refused by the app, with its reason, if the
+    owner is no longer a writer; a read by ``groups_for_user``). Without a deployment (see
+    ``_deployment_of``) nothing is accepted."""
     if user != TOKEN_USER:
         return None
-    state = _state_of(environ)
-    if state is None:
+    deployment = _deployment_of(environ)
+    if deployment is None:
         return False
     try:
-        token = verify(_store_for(state).tokens(), password, time.time())
+        token = verify(deployment.store.tokens(), password, time.time())
     except (OSError, ValueError, TypeError):
         return False
     return REMOTE_PREFIX + token.id if token else False
@@ -187,25 +242,19 @@ def check_password(environ: dict[str, Any], user: str, password: str) -> bool | 
 TOKEN_GROUP = "pypi-fallback-token"  # Require wsgi-group pypi-fallback-token:<repo>
 
 
-def _state_of(environ: dict[str, Any]) -> str | None:
-    """The state folder the drop-in named in the provider's interpreter name
-    (``application-group=pypi-fallback-auth:<state>``): mod_wsgi gives an auth provider
-    no request variables."""
-    kind, _, state = str(environ.get("mod_wsgi.application_group", "")).partition(":")
-    return state if kind == AUTH_GROUP and state.startswith("/") else None
-
-
 def groups_for_user(environ: dict[str, Any], user: str) -> list[str]:
     """mod_wsgi's group provider (``Require wsgi-group``): a user this provider named
     (``__token__:<id>``) is in the group ``pypi-fallback-token:<repo>`` of its token's
-    repository while the token is usable; nobody else is in any. (``Require expr`` on
-    REMOTE_USER cannot do this: when false it answers "no user yet", and Apache then asks
-    for a password again instead of refusing.)"""
-    state = _state_of(environ)
-    if not user.startswith(REMOTE_PREFIX) or state is None:
+    repository while the token is usable and its owner still a writer there; nobody else
+    is in any. (``Require expr`` on REMOTE_USER cannot do this: when false it answers "no
+    user yet", and Apache then asks for a password again instead of refusing.)"""
+    deployment = _deployment_of(environ)
+    if not user.startswith(REMOTE_PREFIX) or deployment is None:
         return []
     try:
-        token = _store_for(state).get(user[len(REMOTE_PREFIX):])
+        token = deployment.store.get(user[len(REMOTE_PREFIX):])
     except (OSError, ValueError, TypeError):
         return []
-    return [f"{TOKEN_GROUP}:{token.repo}"] if token else []
+    if token is None or not deployment.owner_may_write(token):
+        return []
+    return [f"{TOKEN_GROUP}:{token.repo}"]
