@@ -1,6 +1,8 @@
 """Cache mode's cold files (``fill``), in process against the loopback upstream: streamed
 whole and kept once verified; cut short, never complete-looking, and nothing kept, when the
-upstream breaks off or the disk fills up mid-stream."""
+upstream breaks off or the disk fills up mid-stream (the pump thread's write fails); a
+client that goes away stops the pump. However it ends, no temporary is left and the
+file's lock is released."""
 
 from __future__ import annotations
 
@@ -74,12 +76,29 @@ def test_an_upstream_cut_mid_body_ends_the_transfer_short(tmp_path: Path,
     opened, got, error = stream(settings, client)
     assert isinstance(error, UpstreamError) and "truncated" in str(error)
     assert len(got) < opened.size  # never complete-looking
-    assert opened.published.is_set()
+    assert opened.published.wait(10)  # the pump done
     kept_nothing(settings)
     upstream.fault, client.negative_ttl = None, 0
     opened, got, error = stream(settings, client)  # the lock was released: fetched again
     assert error is None and opened.published.wait(10)
     assert (settings.root / "+upstream" / PROJECT / NAME).read_bytes() == got
+
+
+def test_a_client_that_goes_away_stops_the_download_and_nothing_is_kept(
+        tmp_path: Path, upstream: FakeUpstream) -> None:
+    settings, client = cache_site(tmp_path, upstream)
+    get_listing(settings, client, PROJECT)
+    upstream.fault, upstream.rate = "throttle", 1_000_000  # about 3 s for the whole file
+    opened = fill.open_file(settings, client, PROJECT, NAME)
+    assert isinstance(opened, fill.ColdFile)
+    blocks = iter(opened)
+    assert next(blocks)  # the transfer has begun
+    blocks.close()  # what mod_wsgi does when the client hangs up
+    assert opened.published.wait(10)
+    kept_nothing(settings)
+    upstream.fault = None
+    opened, got, error = stream(settings, client)  # the lock was released
+    assert error is None and got == upstream.files["cold-pkg"][NAME]
 
 
 @pytest.fixture
@@ -106,7 +125,7 @@ def test_a_disk_full_mid_stream_ends_the_transfer_short_and_keeps_nothing(
     opened, got, error = stream(settings, client)
     assert isinstance(error, OSError), error
     assert len(got) < opened.size
-    assert opened.published.is_set()
+    assert opened.published.wait(10)  # the pump done
     kept_nothing(settings)
     # the lock was released: with room again, the next request fetches it
     subprocess.run(["mount", "-o", "remount,size=8m", str(small_upstream_dir)], check=True)
