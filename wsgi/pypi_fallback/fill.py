@@ -56,10 +56,6 @@ _pumps = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pypi-fallback-fi
 QUEUED_BLOCKS = 8  # blocks read ahead of the client at most (CHUNK each: 2 MiB)
 
 
-class ClientGone(Exception):
-    """The client stopped taking blocks (it went away, or took none for too long)."""
-
-
 class ColdFile:
     """A cold file streamed to the client while it is written and hashed.
 
@@ -117,19 +113,19 @@ class ColdFile:
         finally:
             self.close()
 
-    def _put(self, item: bytes | BaseException | None) -> None:
-        """Hand ``item`` to the client's thread; ClientGone when it went away or took
+    def _put(self, item: bytes | BaseException | None) -> bool:
+        """Hand ``item`` to the client's thread; False when the client went away or took
         nothing for ``stall_seconds``."""
         waited = 0.0
         while not self._client_gone:
             try:
                 self._queue.put(item, timeout=0.5)
-                return
+                return True
             except queue.Full:
                 waited += 0.5
                 if waited >= self.stall_seconds:
                     break
-        raise ClientGone(f"The client stopped taking {self.entry.filename!r}")
+        return False
 
     def _pump(self) -> None:
         try:
@@ -137,16 +133,13 @@ class ColdFile:
             try:
                 self._out.write(self._first)
                 for block in self._blocks:
-                    self._put(block)
+                    if not self._put(block):
+                        return  # the client went away: nothing kept
                     self._out.write(block)
-            except ClientGone:
-                return
             except BaseException as exc:
-                with contextlib.suppress(ClientGone):
-                    self._put(exc)  # the client's transfer ends short (mod_wsgi logs why)
+                self._put(exc)  # the client's transfer ends short (mod_wsgi logs why)
                 return
-            with contextlib.suppress(ClientGone):  # verified: kept, the client there or not
-                self._put(None)
+            self._put(None)  # verified: kept, whether the client is still there or not
             try:
                 self._publish()
                 if self.on_published is not None:
