@@ -23,6 +23,7 @@ from fake_upstream import FakeUpstream, running_upstream
 from pypi_fallback.config import load_settings
 from pypi_fallback.mirror import FRESH_SLACK, fresh_stamps, make_upstream
 from pypi_fallback.names import NormalizedName
+from pypi_fallback.storage import touch_only
 from pypi_fallback.upstream_pages import revalidate_cached_page, stamper
 
 pytestmark = pytest.mark.apache
@@ -76,11 +77,37 @@ def test_the_page_is_written_before_the_answer_and_stamped_just_after(tmp_path: 
         stamps = sorted(p.name for p in (settings.state / "fresh" / "stamp-pkg").iterdir())
         assert stamps in (fresh_stamps(started + 600, started),
                           fresh_stamps(started + 600, time.time()))
+        # each stamp a name for one empty file: no new inode per stamp
+        shared = (settings.state / "fresh" / ".stamp").stat()
+        assert shared.st_size == 0 and shared.st_nlink == len(stamps) + 1
+        for stamp in (settings.state / "fresh" / "stamp-pkg").iterdir():
+            assert stamp.stat().st_ino == shared.st_ino
         # a second request, fresh: no upstream request, the same stamps
         revalidate_cached_page(settings, upstream, NormalizedName("stamp-pkg"))
         assert stamper.wait(10)
         assert sum(p.startswith("/simple/stamp-pkg/") for p in up.requests) == 1
         assert (settings.state / "fresh" / "stamp-pkg").is_dir()
+
+
+def test_stamps_link_one_empty_file_made_anew_when_missing_or_full(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    like, folder = tmp_path / ".stamp", tmp_path / "pkg"
+    touch_only(folder, ["a", "b"], like)  # no .stamp yet: made
+    assert like.stat().st_nlink == 3 and like.read_bytes() == b""
+    first = like.stat().st_ino
+    real_link = os.link
+
+    def full(src: Any, dst: Any, *args: Any, **kw: Any) -> None:
+        if os.stat(src).st_ino == first:  # the file system allows it no more links
+            raise OSError(errno.EMLINK, os.strerror(errno.EMLINK))
+        real_link(src, dst, *args, **kw)
+
+    monkeypatch.setattr(os, "link", full)
+    touch_only(folder, ["b", "c"], like)
+    assert sorted(p.name for p in folder.iterdir()) == ["b", "c"]
+    assert (folder / "b").stat().st_ino == first  # kept as it was
+    assert (folder / "c").stat().st_ino == like.stat().st_ino != first
+    assert (folder / "c").read_bytes() == b""
 
 
 @pytest.mark.parametrize("function", ["open", "fsync", "replace", "link"])

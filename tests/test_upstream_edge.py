@@ -106,6 +106,9 @@ def test_connections_are_kept_alive_and_replaced_when_closed(upstream: FakeUpstr
         data = io.BytesIO()
         client.fetch_file(listing.files[0], data, 10**8)
         assert client.fetch_listing("nothing-here").found is False  # a 404 keeps it too
+        # a file far larger than what is drained is read to its end: kept as well
+        big = client.fetch_listing("big").files[0]
+        client.fetch_file(big, data, 10**8)
     assert client.connections == 1
     # the upstream goes away and comes back on another connection: a pooled connection it
     # closed is replaced without an error

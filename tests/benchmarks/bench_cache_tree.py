@@ -7,6 +7,14 @@ into the checkout) with 20 ms added to every request. Each round times, in the s
 mode cold (the cache emptied first) and warm. Prints each ratio (through the index ÷
 straight) as median, min and max over the rounds. Targets: cold <= 1.25, warm <= 1.0.
 
+What the clients write goes to a tmpfs (``$BENCH_TMP``, default /dev/shm), their
+temporary files included, for every run alike: uv unpacks each wheel into its temporary
+folder before installing it (about 23,000 files here), and on a disk whose inodes other
+jobs keep churning each new file cost it ~0.3 ms of system time, which made uv's own
+runs swing from 3.5 to 18.6 s. Next to the times it prints the CPU seconds this Apache
+(children and daemons) used per run: they move far less with the machine's load than the
+times do.
+
 Needs root (Apache runs as www-data). Run with the venv's python:
 ``python tests/benchmarks/bench_cache_tree.py [rounds]``.
 """
@@ -31,6 +39,7 @@ from clients import clean_env  # noqa: E402
 from fake_upstream import FakeUpstream, running_upstream  # noqa: E402
 
 WHEELS = Path(os.environ.get("BENCH_WHEELS", "/opt/pypi-more/files"))
+OUT = os.environ.get("BENCH_TMP", "/dev/shm" if Path("/dev/shm").is_dir() else None)
 COUNT = 32
 MAX_BYTES = 14 * 1024 * 1024  # per wheel: keeps a round to seconds on a shared machine
 LATENCY = 0.020
@@ -49,23 +58,45 @@ def pick_wheels() -> list[Path]:
     return list(chosen.values())[:COUNT]
 
 
+def client_env() -> dict[str, str]:
+    """The clients' environment: isolated, their temporary files on OUT too (uv unpacks
+    every wheel there before installing it: 20,000+ files)."""
+    return clean_env(**({"TMPDIR": OUT} if OUT else {}))
+
+
 def pip_download(index: str, names: list[str]) -> float:
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory(dir=OUT) as out:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir",
                         "-q", "-d", out, "--index-url", index, *names],
-                       check=True, env=clean_env(), timeout=600)
+                       check=True, env=client_env(), timeout=600)
         return time.perf_counter() - started
 
 
 def uv_install(index: str, names: list[str]) -> float:
     uv = Path(sys.prefix) / "bin" / "uv"
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory(dir=OUT) as out:
         started = time.perf_counter()
         subprocess.run([str(uv), "pip", "install", "-q", "--no-deps", "--no-cache",
                         "--python", sys.executable, "--target", out, "--index-url", index,
-                        *names], check=True, env=clean_env(), timeout=600)
+                        *names], check=True, env=client_env(), timeout=600)
         return time.perf_counter() - started
+
+
+def apache_cpu(home: Path) -> float:
+    """CPU seconds used so far by the processes of the Apache running from ``home``."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if str(home).encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def empty_cache(root: Path, state: Path) -> None:
@@ -88,6 +119,7 @@ def main() -> None:
     size = sum(p.stat().st_size for p in wheels)
     ratios: dict[str, list[float]] = {}
     times: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}  # Apache's CPU seconds per run
     with running_upstream() as up:
         names = load(up, wheels)
         up.latency = LATENCY
@@ -97,17 +129,26 @@ def main() -> None:
                 for client, run in (("pip", pip_download), ("uv", uv_install)):
                     straight = run(up.simple_url, names)
                     empty_cache(site.settings.root, site.settings.state)
+                    before = apache_cpu(site.home)
                     cold = run(index, names)
+                    middle = apache_cpu(site.home)
                     warm = run(index, names)
+                    after = apache_cpu(site.home)
                     for label, value in (("straight", straight), ("cold", cold),
                                          ("warm", warm)):
                         times.setdefault(f"{client} {label}", []).append(value)
+                    cpu.setdefault(f"{client} cold", []).append(middle - before)
+                    cpu.setdefault(f"{client} warm", []).append(after - middle)
                     ratios.setdefault(f"{client} cold", []).append(cold / straight)
                     ratios.setdefault(f"{client} warm", []).append(warm / straight)
     print(f"{len(names)} real wheels ({size / 1e6:.0f} MB), {LATENCY * 1000:.0f} ms added per "
-          f"upstream request, {rounds} rounds; seconds and ratios (index / straight):")
+          f"upstream request, {rounds} rounds, clients writing to {OUT or 'the default tmp'}; "
+          "seconds and ratios (index / straight):")
     for key, values in times.items():
         print(f"  {key:13s} median {statistics.median(values):6.2f} s  "
+              f"(min {min(values):.2f}, max {max(values):.2f})")
+    for key, values in cpu.items():
+        print(f"  {key:13s} Apache CPU median {statistics.median(values):5.2f} s  "
               f"(min {min(values):.2f}, max {max(values):.2f})")
     for key, values in ratios.items():
         target = 1.25 if "cold" in key else 1.0

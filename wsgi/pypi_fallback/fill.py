@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import sys
 import threading
 from collections.abc import Callable, Generator, Iterator
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import IO
 
 from .config import Settings
-from .errors import NotFound
+from .errors import NotFound, UpstreamTimeout
 from .mirror import (
     Fetched,
     cache_path,
@@ -45,23 +46,32 @@ from .storage import (
 )
 from .upstream import Upstream
 
-# Verified cold files are published by threads started once (a request never waits for a
-# new thread to start before its last block): as many as a daemon process has threads.
-_publishing = ThreadPoolExecutor(max_workers=16, thread_name_prefix="pypi-fallback-publish")
+# Each cold file is pumped (read from the upstream, hashed, written to its temporary file)
+# by a thread of its own while the request's thread passes the blocks on to the client, so
+# that the two halves of the work overlap; the pump then makes the verified file durable,
+# publishes and audits it, off the client's path. The threads are started once and reused
+# (a request never waits for a new thread to start): as many as two per request thread of
+# a daemon process, so that a pump never waits for another one to end.
+_pumps = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pypi-fallback-fill")
+QUEUED_BLOCKS = 8  # blocks read ahead of the client at most (CHUNK each: 2 MiB)
 
 
 class ColdFile:
     """A cold file streamed to the client while it is written and hashed.
 
-    Made by ``open_file`` with the file's lock held and the upstream's answer begun. Each
-    block goes to the temporary file and on to the client, except the last one, held back
-    until the upstream's body ended with the listed size and sha256: a mismatch raises
-    instead, so the client's transfer ends short (the connection is aborted) and never
-    looks complete. Once the bytes are verified, the client gets its last block at once
-    while the file is made durable, published and audited in the background, the lock held
+    Made by ``open_file`` with the file's lock held and the upstream's answer begun. Once
+    the client's transfer starts, a pump thread reads the upstream's blocks (hashing them),
+    hands each to the request's thread through a short queue and writes it to the
+    temporary file. The request's thread passes each block on to the client, except the
+    last one, held back until the pump says the upstream's body ended with the listed size
+    and sha256: any failure (the upstream cut off or sending other bytes, the disk full)
+    raises instead, so the client's transfer ends short (the connection is aborted) and
+    never looks complete. Once the bytes are verified, the client gets its last block at
+    once while the pump makes the file durable, publishes and audits it, the lock held
     until that is done (requests for it meanwhile wait, then find it on disk); a failure
     there leaves nothing published and is logged. The lock is released and the temporary
-    removed however it ends, the client going away included."""
+    removed however it ends; a client that goes away (or takes no block for
+    ``stall_seconds``) stops the pump, and nothing is kept."""
 
     def __init__(self, settings: Settings, project: NormalizedName, entry: FileEntry,
                  blocks: Generator[bytes, None, None], first: bytes, lock: contextlib.ExitStack,
@@ -73,33 +83,71 @@ class ColdFile:
         self._blocks, self._first, self._lock, self._client = blocks, first, lock, client
         self._tmp, fd = create_tmp(self.final)
         self._out: IO[bytes] | None = os.fdopen(fd, "wb")
-        self._handed_off = False
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(QUEUED_BLOCKS)
+        self._pumping = False
+        self._client_gone = False
+        # the longest the pump waits for the client to take a block, and the client for
+        # the pump to bring one (the pump's upstream reads have their own timeouts)
+        self.stall_seconds = max(60.0, 6 * settings.upstream_timeout)
         self.on_published: Callable[[], None] | None = None  # run once the file is kept
-        self.published = threading.Event()
+        self.published = threading.Event()  # set when the pump is done, kept or not
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            assert self._out is not None
+            _pumps.submit(self._pump)
+            self._pumping = True  # from now on the pump cleans up
             held = self._first
-            self._out.write(held)
-            for block in self._blocks:
-                self._out.write(block)
+            while True:
+                try:
+                    item = self._queue.get(timeout=self.stall_seconds)
+                except queue.Empty:
+                    raise UpstreamTimeout(f"No block of {self.entry.filename!r} from the "
+                                          f"upstream in {self.stall_seconds:.0f} s") from None
+                if isinstance(item, BaseException):
+                    raise item
+                if item is None:  # the pump's last word: size and sha256 matched
+                    break
                 yield held
-                held = block
-            self._handed_off = True  # verified: published in the background
-            _publishing.submit(self._publish_then_release)
+                held = item
             yield held
         finally:
             self.close()
 
-    def _publish_then_release(self) -> None:
+    def _put(self, item: bytes | BaseException | None) -> bool:
+        """Hand ``item`` to the client's thread; False when the client went away or took
+        nothing for ``stall_seconds``."""
+        waited = 0.0
+        while not self._client_gone:
+            try:
+                self._queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                waited += 0.5
+                if waited >= self.stall_seconds:
+                    break
+        return False
+
+    def _pump(self) -> None:
         try:
-            self._publish()
-            if self.on_published is not None:
-                self.on_published()
-        except BaseException as exc:  # the client has its verified bytes; nothing is kept
-            print(f"pypi-fallback: could not keep {self.final}: {exc}", file=sys.stderr)
+            assert self._out is not None
+            try:
+                self._out.write(self._first)
+                for block in self._blocks:
+                    if not self._put(block):
+                        return  # the client went away: nothing kept
+                    self._out.write(block)
+            except BaseException as exc:
+                self._put(exc)  # the client's transfer ends short (mod_wsgi logs why)
+                return
+            self._put(None)  # verified: kept, whether the client is still there or not
+            try:
+                self._publish()
+                if self.on_published is not None:
+                    self.on_published()
+            except BaseException as exc:  # the client has its verified bytes; nothing kept
+                print(f"pypi-fallback: could not keep {self.final}: {exc}", file=sys.stderr)
         finally:
+            self._blocks.close()
             self._release()
             self.published.set()
 
@@ -130,8 +178,12 @@ class ColdFile:
         self._lock.close()
 
     def close(self) -> None:
-        self._blocks.close()
-        if not self._handed_off:
+        """The client's transfer is over (whole, short or never begun): a pump still
+        handing blocks over stops; one never started leaves nothing behind."""
+        self._client_gone = True
+        if not self._pumping:
+            self._pumping = True  # closed twice: cleaned up once
+            self._blocks.close()
             self._release()
             self.published.set()
 

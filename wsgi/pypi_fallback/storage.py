@@ -134,16 +134,41 @@ def install_checked(output: Path, data: bytes, check: Callable[[Path], str | Non
     return None
 
 
-def touch_only(folder: Path, names: Iterable[str]) -> None:
-    """Empty files ``names`` in ``folder`` (made as needed), and nothing else there."""
+def touch_only(folder: Path, names: Iterable[str], like: Path | None = None) -> None:
+    """Empty files ``names`` in ``folder`` (made as needed), and nothing else there. With
+    ``like``, an empty file, each new one is a hard link to it rather than a new inode (a
+    new inode costs some file systems far more than a link)."""
     folder.mkdir(parents=True, exist_ok=True)
     names = set(names)
     for name in names:
-        os.close(os.open(folder / name, os.O_WRONLY | os.O_CREAT, 0o644))
+        if like is None:
+            os.close(os.open(folder / name, os.O_WRONLY | os.O_CREAT, 0o644))
+        else:
+            link_empty(like, folder / name)
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.name not in names:
                 discard(Path(entry.path))
+
+
+def link_empty(like: Path, path: Path) -> None:
+    """An empty file ``path`` (left as it is if there), linked to the empty file ``like``;
+    ``like`` is made anew when it is missing or has all the links the file system allows
+    (EMLINK; the names linked before keep the old one). Not made durable."""
+    for attempt in (1, 2):
+        try:
+            os.link(like, path)
+            return
+        except FileExistsError:
+            return
+        except OSError as exc:
+            if attempt == 2 or exc.errno not in (errno.ENOENT, errno.EMLINK) \
+                    or not path.parent.is_dir():
+                break
+        tmp, fd = create_tmp(like)
+        os.close(fd)
+        os.replace(tmp, like)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))  # a file of its own, then
 
 
 def read_range(path: Path, start: int = 0, end: int | None = None) -> bytes:

@@ -379,15 +379,18 @@ class _Response:
 
     def _reusable(self) -> bool:
         """Whether the connection can carry another request: the answer was read to its
-        end (or a short unread one is read now), in time, and the server keeps it open."""
+        end (or what is left of it is short and read now), in time, and the server keeps
+        it open."""
         if self.watchdog.expired or self.resp.will_close:
             return False
         if not self.resp.isclosed():
-            declared = self.headers.get("Content-Length", "")
-            if not declared.isdigit() or int(declared) > DRAIN_BYTES:
+            # what is left of a body of known length (none left for one read to its last
+            # byte by ``read1``, which does not mark the response closed then)
+            left = self.resp.length
+            if left is None or left > DRAIN_BYTES:
                 return False
             try:
-                self.resp.read(int(declared))
+                self.resp.read()
             except (OSError, http.client.HTTPException):
                 return False
         return self.resp.isclosed() and not self.watchdog.expired
