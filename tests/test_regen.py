@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -251,3 +252,35 @@ def test_pip_downloads_from_regenerated_tree(settings: Settings, tmp_path: Path,
 ])
 def test_utc_timestamp_never_comes_out_early(seconds: float, text: str) -> None:
     assert utc_timestamp(seconds) == text
+
+
+def test_listings_past_the_file_systems_link_limit(settings: Settings,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every listing's ``index.var`` is a link to one shared type map; ext4 allows 65,000
+    links to a file. Past that (EMLINK, injected here: the limit is the file system's),
+    the shared copy is made anew and the listings go on; those linked before stay intact
+    (a rerun rewrites nothing) and Apache still negotiates each."""
+    write_wheel(settings.root / "dev" / "acme", "acme", "1.0")
+    regenerate(settings)
+    shared = settings.root / ".index.var"
+    full = shared.stat().st_ino
+    real_link = os.link
+
+    def link(src: object, dst: object, *args: object, **kw: object) -> None:
+        if os.stat(src).st_ino == full:  # type: ignore[arg-type]
+            raise OSError(errno.EMLINK, os.strerror(errno.EMLINK))
+        real_link(src, dst, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "link", link)
+    write_wheel(settings.root / "dev" / "beta", "beta", "1.0")
+    report = regenerate(settings)
+    assert report.errors == [] and "beta" in {p["name"] for p in listing(settings, "dev")[
+        "projects"]}
+    old, new = (settings.root / "dev" / name / "index.var" for name in ("acme", "beta"))
+    assert old.stat().st_ino == full != new.stat().st_ino == shared.stat().st_ino
+    assert old.read_bytes() == new.read_bytes() == shared.read_bytes() != b""
+    assert filenames(settings, "dev", "beta") == ["beta-1.0-py3-none-any.whl"]
+    acme = settings.root / "dev" / "acme" / "index.v1_json"
+    before = acme.stat()
+    assert regenerate(settings).listings == 0
+    assert (acme.stat().st_ino, acme.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)

@@ -139,12 +139,14 @@ def upstream_url_once(settings: Settings) -> Callable[[], str]:
 def listing_intact(root: Path, folder: Path, body: bytes, html_sha256: str | None) -> bool:
     """The listing files on disk are the ones this program wrote: ``index.v1_json`` has the
     bytes it would write, ``index.html`` the hash recorded, ``index.var`` is the shared
-    type map (a hard link), and none is a symlink."""
+    type map (a hard link; or a copy with its bytes, linked before the shared one was made
+    anew: see ``storage.link_shared``), and none is a symlink."""
     base = os.fspath(folder)
     try:
         var = os.lstat(base + "/index.var")
-        if not stat.S_ISREG(var.st_mode) or var.st_ino != os.lstat(
-                os.fspath(root) + "/.index.var").st_ino:
+        shared = os.fspath(root) + "/.index.var"
+        if not stat.S_ISREG(var.st_mode) or var.st_ino != os.lstat(shared).st_ino and \
+                regular_bytes(base + "/index.var") != regular_bytes(shared):
             return False
         return html_sha256 is not None and regular_bytes(base + "/index.v1_json") == body \
             and hashlib.sha256(regular_bytes(base + "/index.html")).hexdigest() == html_sha256

@@ -151,24 +151,39 @@ def touch_only(folder: Path, names: Iterable[str], like: Path | None = None) -> 
                 discard(Path(entry.path))
 
 
+def link_shared(shared: Path, path: Path) -> bool:
+    """``path`` another name of ``shared``, a file many names share (the listings' type
+    map); False if ``path`` exists. Where the file system allows ``shared`` no more links
+    (EMLINK: ext4 has 65,000 per file), ``shared`` is first made anew, durably, with the
+    same bytes: the names linked before keep the old copy."""
+    try:
+        os.link(shared, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno != errno.EMLINK:
+            raise
+    os.replace(_write_tmp(shared, shared.read_bytes(), durable=True), shared)
+    try:
+        os.link(shared, path)
+    except FileExistsError:
+        return False
+    return True
+
+
 def link_empty(like: Path, path: Path) -> None:
-    """An empty file ``path`` (left as it is if there), linked to the empty file ``like``;
-    ``like`` is made anew when it is missing or has all the links the file system allows
-    (EMLINK; the names linked before keep the old one). Not made durable."""
-    for attempt in (1, 2):
-        try:
-            os.link(like, path)
-            return
-        except FileExistsError:
-            return
-        except OSError as exc:
-            if attempt == 2 or exc.errno not in (errno.ENOENT, errno.EMLINK) \
-                    or not path.parent.is_dir():
-                break
+    """An empty file ``path`` (left as it is if there), another name of the empty file
+    ``like`` (``link_shared``), which is made when it is missing. Not made durable."""
+    try:
+        link_shared(like, path)
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise
         tmp, fd = create_tmp(like)
         os.close(fd)
         os.replace(tmp, like)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))  # a file of its own, then
+        link_shared(like, path)
 
 
 def read_range(path: Path, start: int = 0, end: int | None = None) -> bytes:
@@ -264,11 +279,10 @@ class Writer:
                 fsync_dir(path.parent)
 
     def link(self, src: Path, dst: Path) -> None:
-        """Give the (durable) file ``src`` a second name ``dst``, unless ``dst`` exists."""
-        with contextlib.suppress(FileExistsError):
-            os.link(src, dst)
-            if self.durable:
-                fsync_dir(dst.parent)
+        """Give the (durable) file ``src`` a second name ``dst``, unless ``dst`` exists (see
+        ``link_shared``)."""
+        if link_shared(src, dst) and self.durable:
+            fsync_dir(dst.parent)
 
     def flush(self) -> None:
         """Nothing is pending: every write was done when it returned."""
@@ -301,8 +315,7 @@ class Deferred(Writer):
             if what == "replace" and target is not None:
                 os.replace(path, target)
             elif what == "link" and target is not None:
-                with contextlib.suppress(FileExistsError):
-                    os.link(path, target)
+                link_shared(Path(path), target)
             else:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
