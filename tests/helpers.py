@@ -8,9 +8,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from apache_server import BIN
 from pypi_fallback.config import Settings
 from uploads import twine_fields
@@ -112,3 +115,19 @@ def concurrent_gets(url: str, count: int, stagger: float = 0.0) -> list[tuple[in
     for t in threads:
         t.join(timeout=60)
     return results
+
+
+@contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``1m``) mounted on ``folder`` for a full-disk test; unmounted
+    after. CI runs as root: there it must work (elsewhere the test is skipped)."""
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
+                           str(folder)], capture_output=True, text=True)
+    if done.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs in CI: {done.stderr}")
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -15,6 +15,7 @@ import pytest
 from conftest import write_config
 from distfactory import wheel_bytes, wheel_name
 from fake_upstream import FakeUpstream, running_upstream
+from helpers import small_tmpfs
 from pypi_fallback import fill
 from pypi_fallback.config import Settings, load_settings
 from pypi_fallback.errors import UpstreamError
@@ -107,16 +108,8 @@ def small_upstream_dir(tmp_path: Path) -> Iterator[Path]:
     it must work)."""
     folder = tmp_path / "www" / "+upstream" / PROJECT
     folder.mkdir(parents=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs",
-                           str(folder)], capture_output=True, text=True)
-    if done.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a tmpfs in CI: {done.stderr}")
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with small_tmpfs(folder, "1m"):
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def test_a_disk_full_mid_stream_ends_the_transfer_short_and_keeps_nothing(

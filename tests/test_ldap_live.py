@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,11 +41,18 @@ def password(user: str) -> str:
 
 @pytest.fixture(scope="module")
 def ldap_deployment(empty_upstream: FakeUpstream) -> Iterator[tuple[Deployment, Directory]]:
+    with ldap_deployed(empty_upstream) as found:
+        yield found
+
+
+@contextmanager
+def ldap_deployed(upstream: FakeUpstream) -> Iterator[tuple[Deployment, Directory]]:
+    """A directory of its own and a deployment that asks it (bound with a password)."""
     with running_directory() as directory:
         secret = directory.home / "bind-password"
         secret.write_text(BIND_PASSWORD + "\n")
         secret.chmod(0o600)
-        with deployed(empty_upstream, directory.config(secret), repos=REPOS,
+        with deployed(upstream, directory.config(secret), repos=REPOS,
                       server_config="pages = false") as d:
             yield d, directory
 
@@ -116,37 +124,31 @@ def test_tokens_work_while_the_directory_is_down(empty_upstream: FakeUpstream,
                                                  tmp_path: Path) -> None:
     """A token replaces a person's password in a pipeline and is checked against the
     index's own store: CI uploads (and `uv publish --check-url` reads of a restricted
-    repository) must not fail because the directory is down or being restarted. With the
-    token provider asked first (`wsgi ldap`, before the change) they did."""
-    with running_directory() as directory:
-        secret = directory.home / "bind-password"
-        secret.write_text(BIND_PASSWORD + "\n")
-        secret.chmod(0o600)
-        with deployed(empty_upstream, directory.config(secret), repos=REPOS,
-                      server_config="pages = false") as d:
-            env = {**os.environ, "PYPI_FALLBACK_CONFIG": str(d.settings.source)}
-            made = subprocess.run([str(BIN / "token"), "create", "--user", "bob", "--repo",
-                                   "dev"], capture_output=True, text=True, env=env,
-                                  timeout=60)
-            assert made.returncode == 0, made.stderr
-            text = made.stdout.strip()
-            first = write_wheel(tmp_path, "omega", "1.0")
-            done = twine_upload(d.url("dev"), "__token__", text, first)
-            assert done.returncode == 0, done.stdout + done.stderr
-            # the directory goes away (a restart, an outage): slapd stops
-            pid = int((directory.home / "slapd.pid").read_text())
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and (directory.home / "slapd.pid").exists():
-                time.sleep(0.1)
-            assert not (directory.home / "slapd.pid").exists()
-            # people cannot log in now; the token still reads and uploads
-            assert raw_get(d.origin, "/pypi/dev/omega/",
-                           {**JSON, **basic("bob", password("bob"))})[0] != 200
-            status, _, body = raw_get(d.origin, "/pypi/dev/omega/",
-                                      {**JSON, **basic("__token__", text)})
-            assert status == 200, (status, body[:200])
-            second = write_wheel(tmp_path, "omega", "1.1")
-            done = twine_upload(d.url("dev"), "__token__", text, second)
-            assert done.returncode == 0, done.stdout[-600:] + done.stderr[-600:]
-            assert (d.settings.root / "dev" / "omega" / second.name).exists()
+    repository) must not fail because the directory is down or being restarted."""
+    with ldap_deployed(empty_upstream) as (d, directory):
+        env = {**os.environ, "PYPI_FALLBACK_CONFIG": str(d.settings.source)}
+        made = subprocess.run([str(BIN / "token"), "create", "--user", "bob", "--repo",
+                               "dev"], capture_output=True, text=True, env=env,
+                              timeout=60)
+        assert made.returncode == 0, made.stderr
+        text = made.stdout.strip()
+        first = write_wheel(tmp_path, "omega", "1.0")
+        done = twine_upload(d.url("dev"), "__token__", text, first)
+        assert done.returncode == 0, done.stdout + done.stderr
+        # the directory goes away (a restart, an outage): slapd stops
+        pid = int((directory.home / "slapd.pid").read_text())
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (directory.home / "slapd.pid").exists():
+            time.sleep(0.1)
+        assert not (directory.home / "slapd.pid").exists()
+        # people cannot log in now; the token still reads and uploads
+        assert raw_get(d.origin, "/pypi/dev/omega/",
+                       {**JSON, **basic("bob", password("bob"))})[0] != 200
+        status, _, body = raw_get(d.origin, "/pypi/dev/omega/",
+                                  {**JSON, **basic("__token__", text)})
+        assert status == 200, (status, body[:200])
+        second = write_wheel(tmp_path, "omega", "1.1")
+        done = twine_upload(d.url("dev"), "__token__", text, second)
+        assert done.returncode == 0, done.stdout[-600:] + done.stderr[-600:]
+        assert (d.settings.root / "dev" / "omega" / second.name).exists()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 from conftest import write_config
 from distfactory import wheel_bytes, wheel_name
+from helpers import small_tmpfs
 from pypi_fallback.app import make_app
 from pypi_fallback.config import Settings, load_settings
 from pypi_fallback.qc import promote
@@ -164,19 +164,11 @@ def test_promote_fault_at_every_call_publishes_nothing(tmp_path: Path, function:
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MB tmpfs mounted for this test (CI runs as root: there it must work)."""
+    """A 2 MB tmpfs mounted for this test."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs",
-                           str(mnt)], capture_output=True, text=True)
-    if done.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a tmpfs in CI: {done.stderr}")
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with small_tmpfs(mnt, "2m"):
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def fill(mnt: Path, leave: int) -> None:
