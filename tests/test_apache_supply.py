@@ -124,6 +124,10 @@ def test_min_age_keeps_yesterday_out_until_an_exception(upstream_times: FakeUpst
         config = site.settings.source
         config.write_text(config.read_text().replace(
             'min_age = "7d"', 'min_age = "7d"\nexceptions = ["cool-pkg==1.1"]'))
+        # at once, though the fills' process looked at the policy within the second (for
+        # the 403 above): a refusal looks at the config file first
+        status, _, body = raw_get(f"{site.origin}/pypi/+upstream/cool-pkg/{young}")
+        assert status == 200, body[:300]
         raw_get(f"{site.origin}/pypi/+health")  # the app notices on its next request
         listing = site.settings.root / "+upstream" / "cool-pkg" / "index.v1_json"
         deadline = time.monotonic() + 30

@@ -28,6 +28,7 @@ from .config import IMMUTABLE, Settings, load_settings
 from .errors import (
     BadRequest,
     ClaimsCorrupt,
+    HeldBack,
     MethodNotAllowed,
     NotFound,
     PyPIFallbackError,
@@ -200,7 +201,17 @@ class App:
         request = Request(environ)
         self.settings = self.pages.settings = self.policy.current()
         try:
-            response = self.route(request)
+            try:
+                response = self.route(request)
+            except HeldBack:
+                # the policy may have changed since it was last looked at (an exception
+                # just added, which another process already shows in a listing): a
+                # refusal looks at the config file first
+                before = self.settings
+                self.settings = self.pages.settings = self.policy.current(now=True)
+                if self.settings is before:
+                    raise
+                response = self.route(request)
         except StateCorrupt as exc:
             print(f"pypi-fallback: {exc}", file=environ.get("wsgi.errors"))
             what = "claims map" if isinstance(exc, ClaimsCorrupt) else "records"

@@ -52,6 +52,10 @@ class Forbidden(PyPIFallbackError):
     """The user may not write here, or the name is not allowed here."""
 
 
+class HeldBack(Forbidden):
+    """An upstream file the release-age policy holds back (403, with the reason)."""
+
+
 class Unauthorized(PyPIFallbackError):
     """No authenticated user."""
 

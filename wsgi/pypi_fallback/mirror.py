@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import Settings
-from .errors import Forbidden, NotFound, UpstreamError, UpstreamUnavailable
+from .errors import Forbidden, HeldBack, NotFound, UpstreamError, UpstreamUnavailable
 from .listing import ProjectStatus
 from .names import METADATA_SUFFIX, NormalizedName, companion_fits, parse_dist_filename
 from .records import AuditEntry, FileEntry, UpstreamListing
@@ -298,7 +298,7 @@ def check_cooldown(settings: Settings, project: NormalizedName, entry: FileEntry
     return the exception that lets it through, if one did."""
     verdict = settings.cooldown.judge(project, entry.version, entry.upload_time, time.time())
     if not verdict.admitted:
-        raise Forbidden(f"{entry.filename!r} is held back by this index's release-age policy: "
+        raise HeldBack(f"{entry.filename!r} is held back by this index's release-age policy: "
                         f"{verdict.reason}")
     return verdict.exception
 

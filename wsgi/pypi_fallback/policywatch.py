@@ -67,9 +67,10 @@ class PolicyWatcher:
         self._checked = -1e9  # the first request compares with the recorded policy
         self._lock = threading.Lock()
 
-    def current(self) -> Settings:
-        """The settings with the policy now in the config file."""
-        if time.monotonic() - self._checked < self.interval:
+    def current(self, now: bool = False) -> Settings:
+        """The settings with the policy now in the config file (looked at once a second at
+        most; ``now``: at once)."""
+        if not now and time.monotonic() - self._checked < self.interval:
             return self.settings
         with self._lock:
             first = self._checked < 0
