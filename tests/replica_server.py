@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from apache_server import BIN, Deployment, free_port, running_apache
 from pypi_fallback.rules import replica_modules
-from pypi_fallback.serve import MODULES_DIR
+from pypi_fallback.serve import server_head
 
 # the core modules of any Apache, then what the replica's drop-in says it needs
 CORE_MODULES = ("mpm_event", "authz_core", "mime")
@@ -54,27 +54,15 @@ def write_replica_httpd_conf(home: Path, port: int, dropin: Path,
                              modules: Sequence[str], vhost: bool = False) -> Path:
     """httpd.conf of a replica: the drop-in included server-wide, or (``vhost``) inside a
     <VirtualHost> as on Debian, where 000-default.conf is one."""
-    run = home / "run"
-    run.mkdir(exist_ok=True)
-    loads = "".join(f"LoadModule {m}_module {MODULES_DIR}/mod_{m}.so\n"
-                    for m in (*CORE_MODULES, *modules))
     include = (f'<VirtualHost 127.0.0.1:{port}>\n    ServerName 127.0.0.1\n'
                f'    Include "{dropin}"\n</VirtualHost>\n' if vhost else f'Include "{dropin}"\n')
-    identity = "User www-data\nGroup www-data\n" if os.geteuid() == 0 else ""
     conf = home / "httpd.conf"
-    conf.write_text(f"""\
-ServerRoot "{home}"
-DefaultRuntimeDir "{run}"
-PidFile "{run}/httpd.pid"
-Mutex file:{run} default
-Listen 127.0.0.1:{port}
-ServerName 127.0.0.1:{port}
-{identity}ErrorLog "{home}/error.log"
+    conf.write_text(server_head(home, "127.0.0.1", port, (*CORE_MODULES, *modules),
+                                "www-data") + f"""\
 LogLevel warn
 LogFormat "%h %t \\"%r\\" %>s %b \\"%{{X-Cache}}o\\"" replica
 CustomLog "{home}/access.log" replica
-TypesConfig /etc/mime.types
-{loads}WSGISocketPrefix "{run}/wsgi"
+WSGISocketPrefix "{home / "run"}/wsgi"
 KeepAliveTimeout 5
 Timeout 60
 {include}""")

@@ -66,7 +66,7 @@ from packaging.tags import sys_tags  # noqa: E402
 from packaging.utils import parse_wheel_filename  # noqa: E402
 from pypi_fallback.config import load_settings  # noqa: E402
 from pypi_fallback.regen import regenerate  # noqa: E402
-from pypi_fallback.serve import APACHE, BUFFERED_LOG, MODULES_DIR, SERVER_TUNING  # noqa: E402
+from pypi_fallback.serve import APACHE, BUFFERED_LOG, SERVER_TUNING, server_head  # noqa: E402
 from pypi_fallback.storage import Tree, add_claims  # noqa: E402
 
 STATIC_MODULES = ("mpm_event", "authz_core", "mime", "dir")
@@ -189,23 +189,11 @@ def static_httpd_conf(workdir: Path, port: int, docroot: Path) -> Path:
     """The plain static Apache: the same server settings as ``scripts/serve``'s, only the
     modules a static site needs, the tree as DocumentRoot; a folder answers its
     index.v1_json (what pip and uv ask for), with the JSON content type."""
-    run = workdir / "run"
-    run.mkdir(parents=True, exist_ok=True)
-    loads = "".join(f"LoadModule {m}_module {MODULES_DIR}/mod_{m}.so\n" for m in STATIC_MODULES)
-    identity = "User www-data\nGroup www-data\n" if os.geteuid() == 0 else ""
     conf = workdir / "httpd.conf"
-    conf.write_text(f"""\
-ServerRoot "{workdir}"
-DefaultRuntimeDir "{run}"
-PidFile "{run}/httpd.pid"
-Mutex file:{run} default
-Listen 127.0.0.1:{port}
-ServerName 127.0.0.1:{port}
-{identity}ErrorLog "{workdir}/error.log"
+    conf.write_text(server_head(workdir, "127.0.0.1", port, STATIC_MODULES, "www-data") + f"""\
 LogFormat "%h %u %t \\"%r\\" %>s %b \\"%{{Accept}}i\\"" plain
 {BUFFERED_LOG}CustomLog "{workdir}/access.log" plain
-TypesConfig /etc/mime.types
-{loads}{SERVER_TUNING}KeepAliveTimeout 5
+{SERVER_TUNING}KeepAliveTimeout 5
 DocumentRoot "{docroot}"
 <Directory "{docroot}">
     Options None

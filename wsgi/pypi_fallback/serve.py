@@ -14,7 +14,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 APACHE = "/usr/sbin/apache2"
@@ -87,19 +87,16 @@ fallback = ["upstream"]
 BUFFERED_LOG = "BufferedLogs On\n"
 
 
-def write_httpd_conf(workdir: Path, host: str, port: int, dropin: Path, user: str,
-                     prefix: str = "/pypi", buffered_log: bool = False) -> Path:
-    """A whole Apache server config of its own (own ServerRoot, pid, logs, mutexes) that
-    includes the drop-in, listening on ``host:port``."""
-    buffered = BUFFERED_LOG if buffered_log else ""
+def server_head(workdir: Path, host: str, port: int, modules: Iterable[str],
+                user: str) -> str:
+    """The start of an Apache server config of its own: ServerRoot, pid file, mutexes and
+    error log under ``workdir`` (its ``run`` folder made), listening on ``host:port``,
+    ``user``'s when started as root, with ``modules`` loaded."""
     run = workdir / "run"
-    run.mkdir(exist_ok=True)
-    ldap = "AuthLDAP" in dropin.read_text()
-    loads = "".join(f"LoadModule {m}_module {MODULES_DIR}/mod_{m}.so\n" for m in MODULES
-                    if ldap or m not in LDAP_MODULES)
+    run.mkdir(parents=True, exist_ok=True)
+    loads = "".join(f"LoadModule {m}_module {MODULES_DIR}/mod_{m}.so\n" for m in modules)
     identity = f"User {user}\nGroup {user}\n" if os.geteuid() == 0 else ""
-    conf = workdir / "httpd.conf"
-    conf.write_text(f"""\
+    return f"""\
 ServerRoot "{workdir}"
 DefaultRuntimeDir "{run}"
 PidFile "{run}/httpd.pid"
@@ -107,11 +104,23 @@ Mutex file:{run} default
 Listen {host}:{port}
 ServerName {host}:{port}
 {identity}ErrorLog "{workdir}/error.log"
+TypesConfig /etc/mime.types
+{loads}"""
+
+
+def write_httpd_conf(workdir: Path, host: str, port: int, dropin: Path, user: str,
+                     prefix: str = "/pypi", buffered_log: bool = False) -> Path:
+    """A whole Apache server config of its own (own ServerRoot, pid, logs, mutexes) that
+    includes the drop-in, listening on ``host:port``."""
+    buffered = BUFFERED_LOG if buffered_log else ""
+    ldap = "AuthLDAP" in dropin.read_text()
+    modules = [m for m in MODULES if ldap or m not in LDAP_MODULES]
+    conf = workdir / "httpd.conf"
+    conf.write_text(server_head(workdir, host, port, modules, user) + f"""\
 LogLevel warn
 LogFormat "%h %u %t \\"%r\\" %>s %b \\"%{{Accept}}i\\"" pypi
 {buffered}CustomLog "{workdir}/access.log" pypi
-TypesConfig /etc/mime.types
-{loads}{SERVER_TUNING}WSGISocketPrefix "{run}/wsgi"
+{SERVER_TUNING}WSGISocketPrefix "{workdir / "run"}/wsgi"
 KeepAliveTimeout 5
 Timeout 60
 # Slow clients (mod_reqtimeout): request headers within 10 s, up to 20 s while they come
